@@ -1,0 +1,211 @@
+"""The ``cimc`` command line: compile, run, inspect, targets.
+
+User errors (:class:`cimc.errors.CimcError`) print one line and exit with status
+2; anything else is a bug in cimc and exits with status 1 (set CIMC_DEBUG=1 for
+the traceback). Every file is written atomically, so a failed command leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from cimc.errors import CimcError
+
+EXAMPLES = """examples:
+  cimc compile model.onnx --target isaac -o model.cimp --calibration calib.npz --report-json report.json
+  cimc inspect model.cimp --program | head
+  cimc run model.cimp --input batch.npz --check model.onnx --stats-json stats.json
+  cimc inspect model.onnx --ir
+  cimc targets isaac
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cimc", description="Compile ONNX models for tiled computing-in-memory "
+                                "accelerators and run them on the reference runtime.",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"cimc {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("compile", help="compile an ONNX model to a .cimp program")
+    c.add_argument("model", help="ONNX model file")
+    c.add_argument("--target", "-t", required=True, help="preset name (see `cimc targets`) or TOML file")
+    c.add_argument("-o", "--output", required=True, help="program file to write (.cimp)")
+    c.add_argument("--scheduler", default="layer", choices=["layer"], help="scheduler (default: layer)")
+    c.add_argument("--calibration", metavar="DATA.npz",
+                   help="calibration samples, one array per model input named like it, shaped "
+                        "(samples, *input shape); without it scales come from random inputs (warned)")
+    c.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
+                   help="fix a dynamic input shape (repeatable)")
+    c.add_argument("--report-json", metavar="PATH", help="write the compile report as JSON")
+
+    r = sub.add_parser("run", help="run a compiled program on the reference runtime")
+    r.add_argument("program", help=".cimp program file")
+    r.add_argument("--input", "-i", required=True, metavar="INPUTS.npz",
+                   help="one array per model input, shaped like it or with an extra leading batch axis")
+    r.add_argument("--level", default="ideal", choices=["ideal"], help="numerics level (default: ideal)")
+    r.add_argument("--check", metavar="MODEL.onnx", help="run onnxruntime on the same inputs and compare")
+    r.add_argument("--output", "-o", metavar="OUT.npz", help="write the outputs")
+    r.add_argument("--stats-json", metavar="PATH", help="write run statistics as JSON")
+
+    i = sub.add_parser("inspect", help="show a model's IR or a program's listing and schedule")
+    i.add_argument("file", help="ONNX model or .cimp program")
+    i.add_argument("--ir", action="store_true", help="the graph IR")
+    i.add_argument("--schedule", action="store_true", help="the schedule (programs only)")
+    i.add_argument("--program", action="store_true", help="the instruction listing (programs only)")
+    i.add_argument("--format", default="text", choices=["text", "json", "dot"], help="output format")
+    i.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
+                   help="fix a dynamic input shape of a model (repeatable)")
+
+    t = sub.add_parser("targets", help="list the target presets, or print one")
+    t.add_argument("name", nargs="?", help="preset to print in full")
+    return p
+
+
+def _version() -> str:
+    import cimc
+    return cimc.__version__
+
+
+def _write_json(path: str, data: dict) -> None:
+    from cimc.fsutil import write_text_atomic
+    if not Path(path).parent.is_dir():
+        raise CimcError(f"cannot write {path}: folder {Path(path).parent} does not exist")
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _cmd_compile(args: argparse.Namespace) -> None:
+    import cimc
+    for path in (args.output, args.report_json):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise CimcError(f"cannot write {path}: folder {Path(path).parent} does not exist")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        program = cimc.compile(args.model, args.target, scheduler=args.scheduler,
+                               calibration=args.calibration, input_shapes=args.input_shape)
+    for w in caught:
+        print(f"cimc: warning: {w.message}", file=sys.stderr)
+    r = program.report
+    # Write the report first: a failure there must not leave a program behind either.
+    if args.report_json:
+        _write_json(args.report_json, r)
+    program.save(args.output)
+    print(f"compiled {r['model']} for {r['target']}: {r['crossbars_used']} crossbars on {r['tiles_used']} "
+          f"tiles, {r['scheduler']} schedule {r['makespan_cycles']} cycles ({r['makespan_us']:.2f} us), "
+          f"PE utilization {100 * r['pe_utilization']:.1f} % -> {args.output}")
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    import cimc
+    from cimc.inputs import check_arrays, load_npz
+    program = cimc.Program.load(args.program)
+    data = load_npz(args.input, "input")
+    result = cimc.run(program, data, level=args.level)
+    s = result.stats
+    print(f"ran {s['batch']} inference(s) at level {s['level']}: latency {s['latency_cycles']} cycles "
+          f"({s['latency_us']:.2f} us), PE utilization {100 * s['pe_utilization']:.1f} %, "
+          f"{s['adc_conversions']} ADC conversions ({s['adc_energy_pj'] / 1e6:.3f} uJ) per inference, "
+          f"wall {s['wall_seconds']:.2f} s")
+    if args.check:
+        from cimc.compare import compare, onnxruntime_outputs
+        arrays, batched = check_arrays({k: tuple(v) for k, v in program.inputs.items()}, data, "input")
+        if not batched:
+            arrays = {k: v[0] for k, v in arrays.items()}
+        reference = onnxruntime_outputs(args.check, arrays, batched)
+        report = compare(result.outputs, reference, batched)
+        s["check"] = report
+        for name, e in report.items():
+            line = (f"check against onnxruntime, output {name}: max abs error {e['max_abs_error']:.4g}, "
+                    f"normalized error {e['normalized_error']:.4g}")
+            if "top1_agreement" in e:
+                line += f", top-1 agreement {100 * e['top1_agreement']:.2f} %"
+            print(line)
+    if args.stats_json:
+        _write_json(args.stats_json, s)
+    if args.output:
+        from cimc.fsutil import atomic_path
+        if not Path(args.output).resolve().parent.is_dir():
+            raise CimcError(f"cannot write {args.output}: folder does not exist")
+        with atomic_path(args.output) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **result.outputs)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> None:
+    path = Path(args.file)
+    if path.suffix == ".cimp" or (path.is_file() and path.read_bytes()[:2] == b"PK"):
+        from cimc.listing import render_listing, render_schedule
+        from cimc.program import Program
+        program = Program.load(path)
+        if args.ir:
+            graph = program.graph()
+            print(json.dumps(graph.to_dict(), indent=2) if args.format == "json"
+                  else graph.to_dot() if args.format == "dot" else graph.format())
+        elif args.schedule:
+            if args.format == "json":
+                print(json.dumps(program.schedule.to_dict(), indent=2))
+            elif args.format == "dot":
+                raise CimcError("--schedule has text and json formats")
+            else:
+                print(render_schedule(program))
+        else:
+            if args.format == "json":
+                print(json.dumps({"manifest": program.manifest, "report": program.report,
+                                  "crossbars": program.crossbars, "tiles": program.tiles}, indent=2))
+            else:
+                print(render_listing(program), end="")
+        return
+    if args.schedule or args.program:
+        raise CimcError(f"{path} is a model: --schedule and --program need a compiled .cimp program")
+    from cimc.frontend import import_onnx
+    graph = import_onnx(path, args.input_shape).graph
+    print(json.dumps(graph.to_dict(), indent=2) if args.format == "json"
+          else graph.to_dot() if args.format == "dot" else graph.format())
+
+
+def _cmd_targets(args: argparse.Namespace) -> None:
+    from cimc.targets import load_target, preset_names, preset_text
+    if args.name:
+        if args.name not in preset_names():
+            raise CimcError(f"no preset named {args.name!r}; presets: {', '.join(preset_names())}")
+        print(preset_text(args.name), end="")
+        return
+    for name in preset_names():
+        t = load_target(name)
+        print(f"{name:<10} {t.description}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        {"compile": _cmd_compile, "run": _cmd_run, "inspect": _cmd_inspect,
+         "targets": _cmd_targets}[args.command](args)
+    except CimcError as exc:
+        print(f"cimc: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        sys.stderr.close()           # `cimc inspect ... | head` closed the pipe: not an error
+        return 0
+    except KeyboardInterrupt:
+        print("cimc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug in cimc, not the user's fault
+        if os.environ.get("CIMC_DEBUG"):
+            traceback.print_exc()
+        print(f"cimc: internal error: {type(exc).__name__}: {exc} (this is a bug in cimc; rerun with "
+              f"CIMC_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

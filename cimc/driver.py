@@ -1,0 +1,159 @@
+"""The compile pipeline: frontend, passes, validation, code generation, program assembly.
+
+Each stage is timed; the report records those times next to what the stages
+decided (crossbars per layer, scheduler, makespan), so ``--report-json`` tells a
+user where compile time went and what the chip will do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import onnx
+
+import cimc
+from cimc.errors import CimcError
+from cimc.frontend import import_onnx, parse_input_shapes
+from cimc.inputs import check_arrays, load_npz
+from cimc.ir import Graph
+from cimc.passes.fuse import fold_bias_add
+from cimc.passes.mapping import Mapping, map_layers
+from cimc.passes.quantize import quantize
+from cimc.passes.schedule.cost import CostModel
+from cimc.passes.schedule.layer import schedule_layer_by_layer
+from cimc.passes.schedule.model import Schedule, build_tasks, dependencies
+from cimc.passes.schedule.validator import validate
+from cimc.program import FORMAT, FORMAT_VERSION, Program
+from cimc.targets import Target, load_target
+from cimc.targets.codegen import generate
+
+SCHEDULERS = {"layer": schedule_layer_by_layer}
+
+
+@dataclass
+class _Timer:
+    seconds: dict[str, float]
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        began = time.perf_counter()
+        yield
+        self.seconds[stage] = round(time.perf_counter() - began, 6)
+
+
+def _calibration_arrays(graph: Graph, calibration) -> dict[str, np.ndarray] | None:
+    if calibration is None:
+        return None
+    data = load_npz(calibration, "calibration") if isinstance(calibration, (str, Path)) else calibration
+    arrays, _ = check_arrays({n: graph.tensors[n].shape for n in graph.inputs}, data, "calibration data")
+    return arrays
+
+
+def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target", *,
+            scheduler: str = "layer", calibration=None,
+            input_shapes: "list[str] | dict | None" = None) -> Program:
+    """Compile an ONNX model for a target; see ``cimc compile --help`` for the options."""
+    if scheduler not in SCHEDULERS:
+        raise CimcError(f"unknown scheduler {scheduler!r}; available: {', '.join(SCHEDULERS)}")
+    timer = _Timer({})
+    target = load_target(target)
+    with timer("frontend"):
+        imported = import_onnx(model, input_shapes)
+    graph = imported.graph
+    with timer("fuse"):
+        folded = fold_bias_add(graph)
+    calib = _calibration_arrays(graph, calibration)
+    with timer("quantize"):
+        quantize(graph, target, calib)
+    with timer("mapping"):
+        mapping = map_layers(graph, target)
+    cost = CostModel(target, graph, mapping)
+    with timer("schedule"):
+        tasks = build_tasks(graph, mapping, cost)
+        schedule = SCHEDULERS[scheduler](graph, tasks, dependencies(graph, tasks, mapping, cost))
+    with timer("validate"):
+        validate(schedule, graph, mapping, target)
+    with timer("codegen"):
+        tiles = generate(graph, mapping, schedule, cost)
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "cimc_version": cimc.__version__,
+        "model_name": graph.name, "model_sha256": imported.model_hash,
+        "options": {"scheduler": scheduler,
+                    "calibration_samples": None if calib is None else int(len(next(iter(calib.values())))),
+                    "input_shapes": {k: list(v) for k, v in parse_input_shapes(input_shapes).items()}},
+    }
+    report = _report(graph, target, mapping, schedule, cost, timer.seconds, folded, manifest)
+    return _assemble(graph, target, mapping, schedule, tiles, manifest, report)
+
+
+def _report(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule, cost: CostModel,
+            seconds: dict, folded: int, manifest: dict) -> dict:
+    used = mapping.crossbars_used
+    makespan = schedule.makespan
+    layers = []
+    for node in graph.crossbar_nodes():
+        lm = mapping.layers[node.name]
+        layers.append({"name": node.name, "op": node.op, "k": lm.k, "n": lm.n, "group": lm.group,
+                       "crossbars": len(lm.crossbars), "tiles": list(lm.tiles), "copies": 1,
+                       "sets": sum(1 for t in schedule.tasks if t.node == node.name),
+                       "mvm_cycles": cost.mvm_cycles(lm)})
+    return {
+        "target": target.name, "model": manifest["model_name"], "model_sha256": manifest["model_sha256"],
+        "scheduler": schedule.scheduler, "makespan_cycles": int(makespan),
+        "makespan_us": makespan / target.timing.clock_mhz,
+        "crossbars_used": used, "crossbars_available": target.total_crossbars,
+        "tiles_used": mapping.tiles_used,
+        "pe_utilization": schedule.busy_crossbar_cycles() / (used * makespan) if used and makespan else 0.0,
+        "cells_programmed": sum((x.rows[1] - x.rows[0]) * (x.cols[1] - x.cols[0]) * target.columns_per_weight
+                                for lm in mapping.layers.values() for x in lm.crossbars),
+        "bias_adds_folded": folded, "layers": layers,
+        "calibration_samples": manifest["options"]["calibration_samples"],
+        "pass_seconds": seconds,
+    }
+
+
+def _plain(obj):
+    """Tuples and numpy scalars as JSON has them, so a program in memory equals one loaded from disk."""
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else list(o)))
+
+
+def _assemble(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule, tiles: list,
+              manifest: dict, report: dict) -> Program:
+    arrays: dict[str, np.ndarray] = {}
+    nodes = []
+    wdtype = np.int8 if target.precision.weight_bits <= 8 else np.int16
+    for node in graph.nodes():
+        entry = {"name": node.name, "op": node.op, "outputs": node.outputs,
+                 "attrs": {k: v for k, v in node.attrs.items() if k != "quant"}}
+        if node.is_crossbar:
+            q = node.attrs["quant"]
+            entry["inputs"] = [node.inputs[0]]
+            entry["quant"] = {"x_scale": q.x_scale, "x_bits": q.x_bits, "x_signed": q.x_signed,
+                              "k": int(q.w_int.shape[0]), "n": int(q.w_int.shape[1])}
+            arrays[f"layer/{node.name}/w_scale"] = q.w_scale.astype(np.float32)
+            if q.bias is not None:
+                arrays[f"layer/{node.name}/bias"] = q.bias.astype(np.float32)
+            for x in mapping.layers[node.name].crossbars:
+                arrays[f"xbar/{x.id}"] = q.w_int[x.rows[0]:x.rows[1], x.cols[0]:x.cols[1]].astype(wdtype)
+        else:
+            entry["inputs"] = node.inputs
+            for t in node.inputs:
+                if t and graph.tensors[t].is_constant:
+                    arrays[f"const/{t}"] = graph.tensors[t].data
+        nodes.append(entry)
+    crossbars = [{"id": x.id, "layer": x.layer, "tile": x.tile, "pe": x.pe, "group": x.group,
+                  "rows": list(x.rows), "cols": list(x.cols)}
+                 for lm in mapping.layers.values() for x in lm.crossbars]
+    tensors = {name: list(t.shape) for name, t in graph.tensors.items() if not t.is_constant}
+    return Program(
+        manifest=_plain(manifest), target=target,
+        inputs={n: list(graph.tensors[n].shape) for n in graph.inputs},
+        outputs={n: list(graph.tensors[n].shape) for n in graph.outputs},
+        tensors=tensors, nodes=_plain(nodes), crossbars=crossbars, tiles=_plain(tiles),
+        schedule=Schedule.from_dict(_plain(schedule.to_dict())), report=_plain(report), arrays=arrays)

@@ -1,0 +1,237 @@
+"""ONNX import: validation, opset conversion, constant folding, and lowering to the IR.
+
+The frontend is the only module that knows ONNX. It checks the model, converts
+old opsets, fixes input shapes, folds every subgraph that does not depend on a
+graph input (the ``light_*`` zoo models build their weights from
+ConstantOfShape), runs shape inference, and hands each remaining node to the
+importer registered for its op type in :mod:`cimc.importers`. Anything without
+an importer is refused with the node's name, its op type and the supported list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper, shape_inference, version_converter
+from onnx.reference import ReferenceEvaluator
+
+from cimc.errors import ModelError, UnsupportedOperatorError
+from cimc.importers import IMPORTERS, ImportContext
+from cimc.ir import Graph, Tensor
+
+#: Models older than this opset are converted to it, so importers see one semantics per op.
+MIN_OPSET = 13
+#: Operators never folded even when their inputs are constant.
+_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                     "Multinomial", "Bernoulli"}
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    graph: Graph
+    model_hash: str
+    opset: int
+    source: str
+
+
+def load_model(model: "str | Path | onnx.ModelProto") -> tuple[onnx.ModelProto, bytes, str]:
+    """Read a model from a path or take a ``ModelProto``; raise :class:`ModelError` if unreadable."""
+    if isinstance(model, onnx.ModelProto):
+        return model, model.SerializeToString(), "<ModelProto>"
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    data = path.read_bytes()
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf raises DecodeError and, on some inputs, RuntimeError
+        raise ModelError(f"{path} is not an ONNX model ({type(exc).__name__}: {exc})") from None
+    if not proto.HasField("graph") or not proto.opset_import:
+        raise ModelError(f"{path} is not an ONNX model (no graph or no opset import)")
+    return proto, data, str(path)
+
+
+def parse_input_shapes(specs: "list[str] | dict[str, tuple[int, ...]] | None") -> dict[str, tuple[int, ...]]:
+    """``["x=1x3x224x224"]`` -> ``{"x": (1, 3, 224, 224)}``."""
+    if not specs:
+        return {}
+    if isinstance(specs, dict):
+        return {k: tuple(int(d) for d in v) for k, v in specs.items()}
+    shapes = {}
+    for spec in specs:
+        name, sep, dims = spec.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) < 1:
+            raise ModelError(f"--input-shape {spec!r} is not of the form NAME=1x3x224x224")
+        shapes[name] = shape
+    return shapes
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise ModelError("model imports no version of the default ONNX operator set")
+
+
+def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> None:
+    initializers = {i.name for i in model.graph.initializer}
+    graph_inputs = {i.name: i for i in model.graph.input if i.name not in initializers}
+    for name in shapes:
+        if name not in graph_inputs:
+            raise ModelError(f"--input-shape names {name!r}, which is not a model input; inputs: "
+                             f"{', '.join(graph_inputs)}")
+    for name, value in graph_inputs.items():
+        dims = value.type.tensor_type.shape.dim
+        if name in shapes:
+            new = shapes[name]
+            if len(new) != len(dims):
+                raise ModelError(f"--input-shape {name}: rank {len(new)} given, model input has rank "
+                                 f"{len(dims)}")
+            for d, n in zip(dims, new):
+                if d.HasField("dim_value") and d.dim_value not in (0, n):
+                    raise ModelError(f"--input-shape {name}: dimension {n} conflicts with the model's "
+                                     f"fixed {d.dim_value}")
+                d.Clear()
+                d.dim_value = n
+        elif any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims):
+            shown = "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
+                             for d in dims)
+            example = "x".join(str(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0
+                               else "1" for d in dims)
+            raise ModelError(f"model input {name!r} has dynamic shape {shown}; fix it with "
+                             f"--input-shape {name}={example}")
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        raise ModelError(f"shape inference failed: {exc}".splitlines()[0]) from None
+
+
+def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Evaluate every node whose inputs are all known, with ONNX's reference evaluator.
+
+    ``Shape`` of a statically shaped tensor is known too, which removes the
+    Shape/Gather/Concat chains PyTorch exports put in front of Reshape.
+    """
+    graph = model.graph
+    known: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    static_shapes: dict[str, tuple[int, ...]] = {}
+    for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            static_shapes[vi.name] = tuple(d.dim_value for d in dims)
+    opsets = {imp.domain or "": imp.version for imp in model.opset_import}
+    kept = []
+    for node in graph.node:
+        inputs = [i for i in node.input if i]
+        if node.op_type == "Shape" and node.input[0] in static_shapes and node.domain in ("", "ai.onnx"):
+            shape = np.array(static_shapes[node.input[0]], dtype=np.int64)
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            known[node.output[0]] = shape[attrs.get("start", 0):attrs.get("end", len(shape))]
+            continue
+        foldable = (node.op_type not in _NONDETERMINISTIC and node.domain in ("", "ai.onnx")
+                    and all(i in known for i in inputs) and node.op_type != "Identity"
+                    and not any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute))
+        if foldable and (inputs or node.op_type in ("Constant", "ConstantOfShape")):
+            try:
+                values = ReferenceEvaluator(node, opsets=opsets).run(
+                    None, {i: known[i] for i in inputs})
+            except Exception as exc:
+                raise ModelError(f"node {node.name!r} ({node.op_type}) failed while folding constants: "
+                                 f"{exc}".splitlines()[0]) from None
+            for name, value in zip(node.output, values):
+                if name:
+                    known[name] = np.asarray(value)
+            continue
+        kept.append(node)
+    used = {i for n in kept for i in n.input} | {o.name for o in graph.output}
+    new_graph = onnx.helper.make_graph(
+        kept, graph.name,
+        [i for i in graph.input if i.name not in known],
+        list(graph.output),
+        [numpy_helper.from_array(v, name=k) for k, v in known.items() if k in used])
+    out = onnx.helper.make_model(new_graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    return out
+
+
+def import_onnx(model: "str | Path | onnx.ModelProto",
+                input_shapes: "list[str] | dict[str, tuple[int, ...]] | None" = None) -> ImportedModel:
+    proto, raw, source = load_model(model)
+    model_hash = hashlib.sha256(raw).hexdigest()
+    proto = onnx.ModelProto.FromString(raw) if isinstance(model, onnx.ModelProto) else proto
+    opset = _default_opset(proto)
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:
+        raise ModelError(f"{source} fails the ONNX checker: {str(exc).splitlines()[0]}") from None
+    if opset < MIN_OPSET:
+        try:
+            proto = version_converter.convert_version(proto, MIN_OPSET)
+        except Exception as exc:
+            raise ModelError(f"cannot convert {source} from opset {opset} to {MIN_OPSET}: "
+                             f"{str(exc).splitlines()[0]}") from None
+    # Weights that are also listed as graph inputs are constants, not user inputs.
+    initializers = {i.name for i in proto.graph.initializer}
+    kept_inputs = [i for i in proto.graph.input if i.name not in initializers]
+    del proto.graph.input[:]
+    proto.graph.input.extend(kept_inputs)
+    proto.ir_version = max(proto.ir_version, 4)  # IR 4 lets initializers stand apart from inputs
+    _fix_input_shapes(proto, parse_input_shapes(input_shapes))
+    proto = _infer(_fold_constants(_infer(proto)))
+    graph = _lower(proto, source)
+    return ImportedModel(graph=graph, model_hash=model_hash, opset=max(opset, MIN_OPSET), source=source)
+
+
+_FLOAT_INPUTS = {onnx.TensorProto.FLOAT}
+
+
+def _lower(model: onnx.ModelProto, source: str) -> Graph:
+    g = model.graph
+    graph = Graph(g.name or Path(source).stem)
+    for init in g.initializer:
+        graph.add_constant(init.name, numpy_helper.to_array(init))
+    shapes: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            continue
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
+        shapes[vi.name] = (dims, onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+    for inp in g.input:
+        dims, dtype = shapes[inp.name]
+        if inp.type.tensor_type.elem_type not in _FLOAT_INPUTS:
+            raise UnsupportedOperatorError(
+                f"model input {inp.name!r} has type {np.dtype(dtype).name}; cimc takes float32 inputs")
+        graph.add_tensor(Tensor(inp.name, dims, np.dtype(np.float32)))
+        graph.inputs.append(inp.name)
+    ctx = ImportContext(graph, shapes)
+    for index, node in enumerate(g.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{index}"
+        importer = IMPORTERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if importer is None:
+            raise UnsupportedOperatorError(
+                f"node {node.name!r} has operator {node.op_type}"
+                + (f" (domain {node.domain})" if node.domain not in ("", "ai.onnx") else "")
+                + f", which cimc does not support. Supported operators: {', '.join(sorted(IMPORTERS))}")
+        for out in node.output:
+            if out and out in shapes and min(shapes[out][0], default=1) < 0:
+                raise ModelError(f"node {node.name!r} ({node.op_type}): output {out!r} has no static "
+                                 f"shape after shape inference; fix the input shapes with --input-shape")
+        importer(ctx, node)
+    for out in g.output:
+        if out.name not in graph.tensors:
+            raise ModelError(f"graph output {out.name!r} is produced by no node")
+        graph.outputs.append(out.name)
+    graph.prune()
+    return graph

@@ -1,0 +1,112 @@
+"""Quantize float crossbar operators to the target's integer widths.
+
+Weights: symmetric, per output channel, ``weight_bits`` wide (sign included), so
+a zero weight is an exact zero cell and the differential mapping stays balanced.
+Activations at crossbar inputs: one scale per tensor, from the largest magnitude
+seen on calibration data; unsigned when calibration never saw a negative value
+(post-ReLU tensors, raw pixels), which doubles their resolution. Everything
+after a crossbar's digital periphery (scale, bias) stays in float32, as on a
+GPEU.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from cimc.errors import InputError
+from cimc.ir import CrossbarQuant, Graph, Node
+from cimc.runtime.graph_eval import iter_eval
+from cimc.targets import Target
+
+#: Images per calibration batch: bounds the evaluator's memory.
+CALIBRATION_CHUNK = 256
+#: Samples drawn when the user gives no calibration data.
+SYNTHETIC_SAMPLES = 64
+
+
+class CalibrationWarning(UserWarning):
+    """Activation scales were not calibrated on real data."""
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+
+    def merge(self, other: "Range") -> "Range":
+        return Range(min(self.low, other.low), max(self.high, other.high))
+
+
+def weight_matrix(graph: Graph, node: Node) -> np.ndarray:
+    """The (K, N) matrix a crossbar operator multiplies by; K ordered (cin, kh, kw) for convolutions."""
+    w = graph.constant(node.inputs[1])
+    if node.op == "Conv":
+        return w.reshape(w.shape[0], -1).T
+    return w
+
+
+def quantize_weights(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    qmax = (1 << (bits - 1)) - 1
+    peak = np.abs(w).max(axis=0)
+    scale = np.where(peak > 0, peak / qmax, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale), -qmax, qmax).astype(np.int32)
+    return q, scale
+
+
+def activation_quant(r: Range, bits: int) -> tuple[float, bool]:
+    signed = r.low < 0
+    peak = max(abs(r.low), abs(r.high))
+    qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    return (float(peak) / qmax if peak > 0 else 1.0), signed
+
+
+def observe_ranges(graph: Graph, data: dict[str, np.ndarray]) -> dict[str, Range]:
+    """Range of every crossbar-input tensor over ``data`` (arrays with a leading sample axis)."""
+    wanted = {n.inputs[0] for n in graph.crossbar_nodes()}
+    ranges: dict[str, Range] = {}
+    count = len(next(iter(data.values())))
+
+    def note(name: str, value: np.ndarray) -> None:
+        r = Range(float(value.min()), float(value.max()))
+        ranges[name] = ranges[name].merge(r) if name in ranges else r
+
+    for start in range(0, count, CALIBRATION_CHUNK):
+        feeds = {k: v[start:start + CALIBRATION_CHUNK] for k, v in data.items()}
+        for name in wanted & set(feeds):
+            note(name, feeds[name])
+        for node, out, _ in iter_eval(graph, feeds):
+            if node.outputs[0] in wanted:
+                note(node.outputs[0], out)
+    return ranges
+
+
+def synthetic_data(graph: Graph, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {name: rng.standard_normal((SYNTHETIC_SAMPLES,) + graph.tensors[name].shape).astype(np.float32)
+            for name in graph.inputs}
+
+
+def quantize(graph: Graph, target: Target, calibration: dict[str, np.ndarray] | None) -> dict[str, Range]:
+    """Attach a :class:`CrossbarQuant` to every crossbar node; return the observed ranges."""
+    if calibration is None:
+        warnings.warn("no calibration data given: activation scales are estimated from "
+                      f"{SYNTHETIC_SAMPLES} standard-normal inputs and may cost accuracy; pass "
+                      "--calibration DATA.npz with samples of every model input",
+                      CalibrationWarning, stacklevel=2)
+        calibration = synthetic_data(graph, np.random.default_rng(0))
+    ranges = observe_ranges(graph, calibration)
+    wb, ab = target.precision.weight_bits, target.precision.activation_bits
+    for node in graph.crossbar_nodes():
+        x = node.inputs[0]
+        if x not in ranges:
+            raise InputError(f"calibration data gave no values for tensor {x!r}")
+        x_scale, x_signed = activation_quant(ranges[x], ab)
+        w_int, w_scale = quantize_weights(weight_matrix(graph, node).astype(np.float64), wb)
+        bias = graph.constant(node.inputs[2]) if len(node.inputs) > 2 else None
+        node.attrs["quant"] = CrossbarQuant(
+            x_scale=x_scale, x_bits=ab, x_signed=x_signed, w_int=w_int, w_scale=w_scale,
+            bias=None if bias is None else np.asarray(bias, dtype=np.float32))
+    return ranges
+

@@ -1,0 +1,71 @@
+"""The one cost model every scheduler shares, derived from the target file only."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from cimc.ir import Graph, Node
+from cimc.passes.mapping import LayerMapping, Mapping
+from cimc.targets import Target
+
+#: Bytes of one partial sum sent between tiles (32-bit accumulators).
+PARTIAL_SUM_BYTES = 4
+
+
+@dataclass(frozen=True)
+class CostModel:
+    target: Target
+    graph: Graph
+    mapping: Mapping
+
+    @property
+    def activation_bytes(self) -> float:
+        return self.target.precision.activation_bits / 8
+
+    def mvm_cycles(self, layer: LayerMapping) -> int:
+        """Cycles of one MVM (one output pixel): every input chunk is one read, then its conversions."""
+        t, xb = self.target.timing, self.target
+        columns = layer.columns_used * xb.columns_per_weight
+        convert = math.ceil(columns / xb.adc.per_crossbar) * t.adc_cycles
+        return xb.input_chunks * max(t.crossbar_read_cycles, convert)
+
+    def transfer_cycles(self, nbytes: float, src: int, dst: int) -> int:
+        if src == dst:
+            return 0
+        noc = self.target.noc
+        return self.target.hops(src, dst) * noc.hop_cycles + math.ceil(nbytes / noc.bytes_per_cycle)
+
+    @staticmethod
+    def partial_outputs(layer: LayerMapping, tile: int) -> int:
+        """Distinct output channels a tile holds partial sums for (its row blocks add up locally)."""
+        return len({c for x in layer.crossbars if x.tile == tile for c in range(*x.cols)})
+
+    def reduce_cycles(self, layer: LayerMapping, pixels: int) -> int:
+        """Time to bring partial sums of remote tiles to the layer's home tile."""
+        home = layer.home_tile
+        return max(self.transfer_cycles(pixels * self.partial_outputs(layer, tile) * PARTIAL_SUM_BYTES,
+                                        tile, home) for tile in layer.tiles)
+
+    def set_cycles(self, layer: LayerMapping, pixels: int) -> tuple[int, int]:
+        """(crossbar busy cycles, total cycles until the set's output rows are written)."""
+        compute = pixels * self.mvm_cycles(layer)
+        return compute, compute + self.reduce_cycles(layer, pixels)
+
+    def vector_elements(self, node: Node) -> int:
+        sizes = [self.graph.tensors[t].size for t in node.inputs + node.outputs
+                 if t and not self.graph.tensors[t].is_constant]
+        window = int(np.prod(node.attrs["kernel"])) if "kernel" in node.attrs else 1
+        return max(sizes) * window
+
+    def vector_cycles(self, node: Node) -> int:
+        g = self.target.gpeu
+        return max(1, math.ceil(self.vector_elements(node) / (g.per_tile * g.elements_per_cycle)))
+
+    def tensor_transfer_cycles(self, tensor: str, rows: int, src: int, dst: int) -> int:
+        t = self.graph.tensors[tensor]
+        total_rows = t.shape[2] if len(t.shape) == 4 else 1
+        nbytes = t.size * self.activation_bytes * rows / total_rows
+        return self.transfer_cycles(nbytes, src, dst)

@@ -1,0 +1,93 @@
+"""An independent check of any schedule.
+
+It does not trust the tasks' own ``reads``: it recomputes from the operators'
+geometry which rows each set needs by enumerating kernel taps, expects every
+output row of every operator to be produced exactly once, checks that no
+crossbar or GPEU serves two sets at once, that a set starts only after all the
+rows it needs exist plus at least the network's hop latency from the tile that
+holds them, and that crossbar sets run on crossbars of their own layer.
+"""
+
+from __future__ import annotations
+
+from cimc.ir import Graph
+from cimc.passes.mapping import Mapping
+from cimc.passes.schedule.model import Schedule
+from cimc.targets import Target
+
+
+class ScheduleInvalid(Exception):
+    """A schedule broke a rule. Produced by cimc itself, it is a bug; loaded from a file, a corrupt file."""
+
+
+def _rows(shape: tuple[int, ...]) -> int:
+    return shape[2] if len(shape) == 4 else 1
+
+
+def _needed_rows(graph: Graph, node_name: str, tensor: str, out_rows: tuple[int, int]) -> set[int]:
+    node = graph.node(node_name)
+    in_rows = _rows(graph.tensors[tensor].shape)
+    if node.op == "Conv" and len(graph.tensors[node.outputs[0]].shape) == 4 and tensor == node.inputs[0]:
+        kh = node.attrs["kernel"][0]
+        sh, dh, pt = node.attrs["strides"][0], node.attrs["dilations"][0], node.attrs["pads"][0]
+        return {r * sh - pt + i * dh for r in range(*out_rows) for i in range(kh)
+                if 0 <= r * sh - pt + i * dh < in_rows}
+    return set(range(in_rows))
+
+
+def validate(schedule: Schedule, graph: Graph, mapping: Mapping, target: Target) -> None:
+    tasks = schedule.tasks
+    if len(schedule.start) != len(tasks):
+        raise ScheduleInvalid("schedule has a different number of start times and tasks")
+    if [t.id for t in tasks] != list(range(len(tasks))):
+        raise ScheduleInvalid(f"task ids are not 0..{len(tasks) - 1} in order")
+    produced: dict[str, dict[int, int]] = {}          # tensor -> row -> task id
+    for t in tasks:
+        if schedule.start[t.id] < 0 or t.compute < 1 or t.duration < t.compute:
+            raise ScheduleInvalid(f"task {t.id} ({t.node}) has start {schedule.start[t.id]}, compute "
+                                  f"{t.compute}, duration {t.duration}")
+        try:
+            node = graph.node(t.node)
+        except KeyError:
+            raise ScheduleInvalid(f"task {t.id} runs unknown node {t.node!r}") from None
+        rows = produced.setdefault(node.outputs[0], {})
+        for r in range(*t.out_rows):
+            if r in rows:
+                raise ScheduleInvalid(f"row {r} of {node.outputs[0]} is produced twice (tasks {rows[r]} "
+                                      f"and {t.id})")
+            rows[r] = t.id
+        if node.is_crossbar:
+            own = {f"xbar:{x.id}" for x in mapping.layers[node.name].crossbars}
+            if t.kind != "mvm" or not t.resources or not set(t.resources) <= own:
+                raise ScheduleInvalid(f"task {t.id} of layer {node.name} does not run on that layer's "
+                                      f"crossbars")
+    for node in graph.nodes():
+        want = _rows(graph.tensors[node.outputs[0]].shape)
+        have = produced.get(node.outputs[0], {})
+        if len(have) != want:
+            missing = sorted(set(range(want)) - set(have))
+            raise ScheduleInvalid(f"{node.name}: output rows {missing[:5]} are never produced")
+    # Resources: no overlap of busy intervals.
+    busy: dict[str, list[tuple[int, int, int]]] = {}
+    for t in tasks:
+        for r in t.resources:
+            busy.setdefault(r, []).append((schedule.start[t.id], schedule.start[t.id] + t.compute, t.id))
+    for r, intervals in busy.items():
+        intervals.sort()
+        for (s0, e0, a), (s1, _, b) in zip(intervals, intervals[1:]):
+            if s1 < e0:
+                raise ScheduleInvalid(f"{r} runs tasks {a} and {b} at the same time ({s1} < {e0})")
+    # Dependencies, recomputed from geometry.
+    hop = target.noc.hop_cycles
+    for t in tasks:
+        node = graph.node(t.node)
+        for tensor in node.inputs:
+            if not tensor or graph.tensors[tensor].is_constant or tensor in graph.inputs:
+                continue
+            for row in _needed_rows(graph, t.node, tensor, t.out_rows):
+                p = tasks[produced[tensor][row]]
+                arrival = schedule.end(p.id) + target.hops(p.tile, t.tile) * hop
+                if schedule.start[t.id] < arrival:
+                    raise ScheduleInvalid(f"task {t.id} ({t.node} set {t.index}) starts at "
+                                          f"{schedule.start[t.id]} before row {row} of {tensor} arrives "
+                                          f"at {arrival}")

@@ -1,0 +1,344 @@
+"""The reference runtime: executes a program's per-tile instruction streams.
+
+Each tile has its own buffer. Instructions issue at their cycle ``t`` in a
+global event order and commit their results at ``done``; a read of rows that are
+not committed in the reading tile's buffer at that moment is an error, so a
+program whose schedule or data movement is wrong cannot produce an answer. The
+whole batch (the leading axis of the inputs) moves through each instruction at
+once.
+
+The ``ideal`` level computes crossbar sums as exact integer matrix products:
+each tile's crossbars of a layer are assembled into one matrix (sums over row
+blocks are exact, so the grouping cannot change a result) and multiplied in
+float32 when every partial sum provably stays below 2^24, in float64 otherwise.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cimc.errors import CimcError, ProgramError
+from cimc.inputs import check_arrays
+from cimc.program import Program
+from cimc.runtime.kernels import VECTOR_KERNELS, conv_patches, lift_constant
+from cimc.targets.codegen import PRIORITY, accumulator
+
+LEVELS = ("ideal",)
+#: Memory the runtime aims to stay within per batch chunk.
+MEMORY_BUDGET_BYTES = 1 << 30
+_COMMIT = -1
+
+
+class ReadBeforeWrite(ProgramError):
+    """The program reads data that is not (yet) in the tile's buffer."""
+
+
+@dataclass
+class Result:
+    outputs: dict[str, np.ndarray]
+    stats: dict
+
+
+@dataclass
+class _Buffer:
+    data: np.ndarray
+    count: np.ndarray            # per row: writes committed (activations: 0/1; accumulators: crossbars)
+
+
+@dataclass
+class _Tile:
+    index: int
+    buffers: dict[str, _Buffer] = field(default_factory=dict)
+
+
+def _rows_of(shape: tuple[int, ...]) -> int:
+    return shape[2] if len(shape) == 4 else 1
+
+
+class Machine:
+    """One execution of a program over one batch chunk."""
+
+    def __init__(self, program: Program, inputs: dict[str, np.ndarray]) -> None:
+        self.p = program
+        self.inputs = inputs
+        self.batch = next(iter(inputs.values())).shape[0]
+        self.tiles = [_Tile(i) for i in range(len(program.tiles))]
+        self.messages: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self.outputs: dict[str, np.ndarray] = {}
+        self.layer_xbars = {}
+        for x in program.crossbars:
+            self.layer_xbars.setdefault(x["layer"], []).append(x)
+        self._weights: dict[tuple[str, int, int], tuple[np.ndarray, list[dict]]] = {}
+        self.constants = {k[len("const/"):]: v for k, v in program.arrays.items() if k.startswith("const/")}
+
+    # -- buffers -------------------------------------------------------------------
+    def _shape(self, tensor: str) -> tuple[int, ...]:
+        return tuple(self.p.tensors[tensor])
+
+    def _buffer(self, tile: _Tile, tensor: str) -> _Buffer:
+        buf = tile.buffers.get(tensor)
+        if buf is None:
+            if tensor.startswith("acc:"):
+                node = self.p.node(tensor[4:])
+                shape = self._acc_shape(node)
+                rows = _rows_of(self._shape(node["outputs"][0]))
+                buf = _Buffer(np.zeros(shape, dtype=np.float64), np.zeros(rows, dtype=np.int64))
+            else:
+                shape = self._shape(tensor)
+                buf = _Buffer(np.zeros((self.batch,) + shape, dtype=np.float32),
+                              np.zeros(_rows_of(shape), dtype=np.int64))
+            tile.buffers[tensor] = buf
+        return buf
+
+    def _acc_shape(self, node: dict) -> tuple[int, ...]:
+        out = self._shape(node["outputs"][0])
+        if node["op"] == "Conv" and len(out) == 4:
+            return (self.batch * out[0], out[2], out[3], out[1])      # channels last
+        if node["op"] == "Conv":
+            return (self.batch * out[0], 1, out[2], out[1])
+        return (self.batch,) + out
+
+    def _read(self, tile: _Tile, tensor: str, rows: tuple[int, int], need: int = 1) -> np.ndarray:
+        if tensor in self.constants:
+            return lift_constant(self.constants[tensor])
+        buf = tile.buffers.get(tensor)
+        a, b = rows
+        if buf is None or (buf.count[a:b] < need).any():
+            raise ReadBeforeWrite(f"tile {tile.index} reads rows {a}..{b - 1} of {tensor} before they are "
+                                  f"written there; the program is inconsistent, recompile it")
+        return buf.data
+
+    # -- execution -----------------------------------------------------------------
+    def execute(self) -> dict:
+        events: list[tuple[int, int, int, int, object]] = []
+        seq = 0
+        for tile, stream in zip(self.tiles, self.p.tiles):
+            for ins in stream:
+                events.append((ins["t"], PRIORITY[ins["op"]], seq, tile.index, ins))
+                seq += 1
+        heapq.heapify(events)
+        stats = {"busy_crossbar_cycles": 0, "crossbar_reads": 0, "adc_conversions": 0,
+                 "vector_elements": 0, "latency_cycles": 0}
+        while events:
+            t, prio, _, tile_index, item = heapq.heappop(events)
+            tile = self.tiles[tile_index]
+            stats["latency_cycles"] = max(stats["latency_cycles"], t)
+            if prio == _COMMIT:
+                item()
+                continue
+            commit = getattr(self, "_" + item["op"])(tile, item, stats)
+            if commit is not None:
+                heapq.heappush(events, (item["done"], _COMMIT, seq, tile_index, commit))
+                seq += 1
+        missing = [o for o in self.p.outputs if o not in self.outputs]
+        if missing:
+            raise ProgramError(f"the program never stores output {missing[0]!r}; recompile it")
+        return stats
+
+    def _load(self, tile: _Tile, ins: dict, stats: dict) -> None:
+        buf = self._buffer(tile, ins["tensor"])
+        buf.data[...] = self.inputs[ins["tensor"]]
+        buf.count[:] = 1
+
+    def _store(self, tile: _Tile, ins: dict, stats: dict) -> None:
+        tensor = ins["tensor"]
+        self.outputs[tensor] = self._read(tile, tensor, (0, _rows_of(self._shape(tensor)))).copy()
+
+    def _send(self, tile: _Tile, ins: dict, stats: dict) -> None:
+        a, b = ins["rows"]
+        tensor = ins["tensor"]
+        if tensor.startswith("acc:"):
+            buf = tile.buffers.get(tensor)
+            if buf is None or (buf.count[a:b] == 0).any():
+                raise ReadBeforeWrite(f"tile {tile.index} sends partial sums of {tensor} rows {a}..{b - 1} "
+                                      f"it has not computed")
+            self.messages[ins["msg"]] = (buf.data[:, a:b].copy(), buf.count[a:b].copy())
+        else:
+            data = self._read(tile, tensor, (a, b))
+            piece = data[:, :, :, a:b] if data.ndim == 5 else data
+            self.messages[ins["msg"]] = (piece.copy(), None)
+
+    def _recv(self, tile: _Tile, ins: dict, stats: dict) -> None:
+        if ins["msg"] not in self.messages:
+            raise ReadBeforeWrite(f"tile {tile.index} receives message {ins['msg']} before it was sent")
+        piece, counts = self.messages.pop(ins["msg"])
+        a, b = ins["rows"]
+        buf = self._buffer(tile, ins["tensor"])
+        if ins["reduce"]:
+            buf.data[:, a:b] += piece
+            buf.count[a:b] += counts
+        else:
+            if buf.data.ndim == 5:
+                buf.data[:, :, :, a:b] = piece
+            else:
+                buf.data[...] = piece
+            buf.count[a:b] = 1
+
+    def _vec(self, tile: _Tile, ins: dict, stats: dict):
+        node = self.p.node(ins["node"])
+        args = [self._read(tile, t, (0, _rows_of(self._shape(t)))) if t not in self.constants
+                else lift_constant(self.constants[t]) for t in node["inputs"]]
+        result = VECTOR_KERNELS[node["op"]](node["attrs"], *args)
+        out = node["outputs"][0]
+        stats["vector_elements"] += max(a.size for a in args + [result]) // self.batch
+
+        def commit() -> None:
+            buf = self._buffer(tile, out)
+            buf.data[...] = result
+            buf.count[:] = 1
+        return commit
+
+    def _tile_weights(self, layer: str, tile: int, group: int) -> tuple[np.ndarray, list[dict]]:
+        """The tile's crossbars of one layer and group, assembled into one (K, N_group) matrix."""
+        key = (layer, tile, group)
+        if key not in self._weights:
+            node = self.p.node(layer)
+            q = node["quant"]
+            n_group = q["n"] // node["attrs"].get("group", 1)
+            xbars = [x for x in self.layer_xbars[layer] if x["tile"] == tile and x["group"] == group]
+            w = np.zeros((q["k"], n_group), dtype=np.float64)
+            for x in xbars:
+                (r0, r1), (c0, c1) = x["rows"], x["cols"]
+                w[r0:r1, c0 - group * n_group:c1 - group * n_group] += self.p.arrays[f"xbar/{x['id']}"]
+            self._weights[key] = (w, xbars)
+        return self._weights[key]
+
+    def _mvm(self, tile: _Tile, ins: dict, stats: dict):
+        node = self.p.node(ins["layer"])
+        q, attrs = node["quant"], node["attrs"]
+        x_name = node["inputs"][0]
+        r0, r1 = ins["rows"]
+        x_shape = self._shape(x_name)
+        if node["op"] == "Conv" and len(x_shape) == 4:
+            sh, dh, pt, kh = attrs["strides"][0], attrs["dilations"][0], attrs["pads"][0], attrs["kernel"][0]
+            need = (max(r0 * sh - pt, 0), min((r1 - 1) * sh - pt + (kh - 1) * dh + 1, x_shape[2]))
+        else:
+            need = (0, _rows_of(x_shape))
+        x = self._read(tile, x_name, need)
+        if node["op"] == "Conv":
+            cols = conv_patches(x, attrs, rows=(r0, r1) if len(x_shape) == 4 else None)
+        else:
+            cols = x
+        lo, hi = (-(1 << (q["x_bits"] - 1)), (1 << (q["x_bits"] - 1)) - 1) if q["x_signed"] \
+            else (0, (1 << q["x_bits"]) - 1)
+        xq = np.clip(np.rint(cols * (1.0 / q["x_scale"])), lo, hi)
+        group = attrs.get("group", 1)
+        n_group = q["n"] // group
+        acc_parts = []
+        xbar_ids = set(ins["xbars"])
+        used = 0
+        for g in sorted({x["group"] for x in self.layer_xbars[node["name"]] if x["id"] in xbar_ids}):
+            w, xbars = self._tile_weights(node["name"], tile.index, g)
+            used += len(xbars)
+            peak = q["k"] * max(abs(lo), hi) * float(np.abs(w).max(initial=0))
+            dtype = np.float32 if peak < 2 ** 24 else np.float64
+            part = xq[..., g * q["k"]:(g + 1) * q["k"]].astype(dtype) @ w.astype(dtype)
+            acc_parts.append((g * n_group, part))
+        if used != len(xbar_ids):
+            raise ProgramError(f"mvm on tile {tile.index} names crossbars of layer {node['name']} "
+                               f"that are not on that tile")
+        pixels = int(np.prod(cols.shape[:-1])) // self.batch
+        chunks = self.p.target.input_chunks
+        stats["busy_crossbar_cycles"] += (ins["done"] - ins["t"]) * len(xbar_ids)
+        stats["crossbar_reads"] += pixels * chunks * len(xbar_ids)
+        cpw = self.p.target.columns_per_weight
+        stats["adc_conversions"] += pixels * chunks * cpw * sum(
+            x["cols"][1] - x["cols"][0] for x in self.layer_xbars[node["name"]] if x["id"] in xbar_ids)
+
+        def commit() -> None:
+            buf = self._buffer(tile, accumulator(node["name"]))
+            for c0, part in acc_parts:
+                target = buf.data[:, r0:r1] if node["op"] == "Conv" else buf.data
+                target[..., c0:c0 + part.shape[-1]] += part.reshape(target.shape[:-1] + (part.shape[-1],))
+            buf.count[r0:r1] += len(xbar_ids)
+        return commit
+
+    def _writeback(self, tile: _Tile, ins: dict, stats: dict) -> None:
+        node = self.p.node(ins["layer"])
+        q = node["quant"]
+        r0, r1 = ins["rows"]
+        acc = self._read(tile, accumulator(node["name"]), (r0, r1), need=len(self.layer_xbars[node["name"]]))
+        scale = q["x_scale"] * self.p.arrays[f"layer/{node['name']}/w_scale"].astype(np.float64)
+        bias_key = f"layer/{node['name']}/bias"
+        out_name = node["outputs"][0]
+        out_shape = self._shape(out_name)
+        if node["op"] == "Conv":
+            y = acc[:, r0:r1] * scale
+            if bias_key in self.p.arrays:
+                y += self.p.arrays[bias_key]
+            y = y.astype(np.float32).reshape((self.batch, out_shape[0]) + y.shape[1:])
+            y = y.transpose(0, 1, 4, 2, 3)                                 # back to (B, N, C, R, W)
+            if len(out_shape) == 3:
+                y = y[:, :, :, 0, :]
+        else:
+            y = acc * scale
+            if bias_key in self.p.arrays:
+                y += self.p.arrays[bias_key]
+            y = y.astype(np.float32)
+        buf = self._buffer(tile, out_name)
+        if len(out_shape) == 4:
+            buf.data[:, :, :, r0:r1] = y
+        else:
+            buf.data[...] = y
+        buf.count[r0:r1] = 1
+
+
+def _chunk_size(program: Program) -> int:
+    per_sample = 3 * 8 * sum(math.prod(s) for s in program.tensors.values())
+    for n in program.nodes:
+        if n["op"] == "Conv":
+            out = program.tensors[n["outputs"][0]]
+            per_sample += 8 * n["quant"]["k"] * n["attrs"].get("group", 1) * out[-1] * out[0]
+    return max(1, min(4096, MEMORY_BUDGET_BYTES // max(per_sample, 1)))
+
+
+def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal") -> Result:
+    """Execute ``program`` on ``inputs`` (arrays shaped like the model inputs, optionally with a
+    leading batch axis) and return its outputs and per-inference statistics."""
+    if level not in LEVELS:
+        raise CimcError(f"unknown runtime level {level!r}; available: {', '.join(LEVELS)}")
+    arrays, batched = check_arrays({k: tuple(v) for k, v in program.inputs.items()}, inputs, "input")
+    total = next(iter(arrays.values())).shape[0]
+    chunk = _chunk_size(program)
+    started = time.perf_counter()
+    pieces: dict[str, list[np.ndarray]] = {name: [] for name in program.outputs}
+    stats: dict = {}
+    for begin in range(0, total, chunk):
+        machine = Machine(program, {k: v[begin:begin + chunk] for k, v in arrays.items()})
+        stats = machine.execute()
+        for name in program.outputs:
+            pieces[name].append(machine.outputs[name])
+    outputs = {k: np.concatenate(v) if batched else np.concatenate(v)[0] for k, v in pieces.items()}
+    return Result(outputs, _summarize(program, stats, level, total, time.perf_counter() - started))
+
+
+def _summarize(program: Program, raw: dict, level: str, batch: int, seconds: float) -> dict:
+    target = program.target
+    used = len(program.crossbars)
+    latency = raw["latency_cycles"]
+    conversions = raw["adc_conversions"]
+    adc_pj = conversions * target.adc.conversion_pj(target.adc.bits)
+    read_pj = raw["crossbar_reads"] * target.energy.crossbar_read_pj
+    vector_pj = raw["vector_elements"] * target.energy.vector_op_pj
+    return {
+        "level": level,
+        "batch": batch,
+        "latency_cycles": int(latency),
+        "latency_us": latency / target.timing.clock_mhz,
+        "crossbars_used": used,
+        "crossbars_available": target.total_crossbars,
+        "pe_utilization": raw["busy_crossbar_cycles"] / (used * latency) if used and latency else 0.0,
+        "crossbar_reads": int(raw["crossbar_reads"]),
+        "adc_conversions": int(conversions),
+        "adc_energy_pj": adc_pj,
+        "crossbar_read_energy_pj": read_pj,
+        "vector_energy_pj": vector_pj,
+        "energy_pj": adc_pj + read_pj + vector_pj,
+        "crossbar_writes": int(program.report.get("cells_programmed", 0)),
+        "wall_seconds": seconds,
+    }

@@ -1,0 +1,186 @@
+"""Numpy kernels for the IR's operators, batch-vectorized.
+
+Convention: every activation carries one extra leading axis ``B`` (the batch of
+independent inferences) in front of the model's own static shape, and every
+constant is lifted to a leading axis of 1 by :func:`lift_constant`, so
+operators broadcast over that axis without special cases. Attributes are the
+normalized ones the importers produce (2-D windows, explicit pads).
+
+Vector operators are registered in :data:`VECTOR_KERNELS` (one function per
+operator, as in ONNX's reference evaluator); :func:`conv_patches` is the im2col
+both the float evaluator and the crossbar runtime use.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+Kernel = Callable[..., np.ndarray]
+VECTOR_KERNELS: dict[str, Kernel] = {}
+
+
+def kernel(*ops: str) -> Callable[[Kernel], Kernel]:
+    def register(fn: Kernel) -> Kernel:
+        for op in ops:
+            VECTOR_KERNELS[op] = fn
+        return fn
+    return register
+
+
+def lift_constant(data: np.ndarray) -> np.ndarray:
+    return data[None]
+
+
+def _align(x: np.ndarray, rank: int) -> np.ndarray:
+    """Insert unit axes after the batch axis so ``x`` has ``rank`` static dimensions."""
+    missing = rank - (x.ndim - 1)
+    return x.reshape(x.shape[:1] + (1,) * missing + x.shape[1:]) if missing > 0 else x
+
+
+def _as_4d(x: np.ndarray, rank: int) -> np.ndarray:
+    """(B, N, C, L) -> (B*N, C, 1, L); (B, N, C, H, W) -> (B*N, C, H, W)."""
+    if rank == 1:
+        return x.reshape(x.shape[0] * x.shape[1], x.shape[2], 1, x.shape[3])
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def _from_4d(y: np.ndarray, batch: int, rank: int) -> np.ndarray:
+    if rank == 1:
+        return y.reshape(batch, -1, y.shape[1], y.shape[3])
+    return y.reshape(batch, -1, *y.shape[1:])
+
+
+def windows(x4: np.ndarray, attrs: dict, pad_value: float, rows: tuple[int, int] | None = None,
+            extra: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Sliding windows (N, C, R, Wo, kh, kw) of a padded (N, C, H, W) array, for output rows ``rows``.
+
+    Only the input rows the requested output rows need are padded and viewed, so
+    a set of one output row costs one row of work.
+    """
+    kh, kw = attrs["kernel"]
+    sh, sw = attrs["strides"]
+    dh, dw = attrs["dilations"]
+    pt, pl, pb, pr = attrs["pads"]
+    n, c, h, w = x4.shape
+    ho = (h + pt + pb + extra[0] - (kh - 1) * dh - 1) // sh + 1
+    r0, r1 = rows if rows is not None else (0, ho)
+    top = r0 * sh - pt                                  # first input row needed (may be < 0)
+    bottom = (r1 - 1) * sh - pt + (kh - 1) * dh + 1     # one past the last input row needed
+    src = x4[:, :, max(top, 0):min(bottom, h)]
+    padded = np.pad(src, ((0, 0), (0, 0), (max(0, -top), max(0, bottom - h)), (pl, pr + extra[1])),
+                    constant_values=pad_value)
+    view = sliding_window_view(padded, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    return view[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+def conv_patches(x: np.ndarray, attrs: dict, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """im2col: (B, N, C, H, W) -> (B*N, R, Wo, C*kh*kw) with K ordered (c, kh, kw) like the weights."""
+    x4 = _as_4d(x, attrs.get("rank", 2))
+    v = windows(x4, attrs, 0.0, rows)
+    n, c, r, wo, kh, kw = v.shape
+    return v.transpose(0, 2, 3, 1, 4, 5).reshape(n, r, wo, c * kh * kw)
+
+
+def conv_float(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, attrs: dict) -> np.ndarray:
+    """Float convolution of any group count, used for calibration and as a reference."""
+    rank = attrs.get("rank", 2)
+    batch = x.shape[0]
+    group = attrs["group"]
+    cout = weight.shape[0]
+    cin_g = weight.shape[1]
+    patches = conv_patches(x, attrs)                         # (BN, Ho, Wo, C*kh*kw)
+    k = cin_g * weight.shape[2] * weight.shape[3]
+    outs = []
+    for g in range(group):                                   # groups, not pixels
+        wg = weight[g * cout // group:(g + 1) * cout // group].reshape(cout // group, k)
+        outs.append(patches[..., g * k:(g + 1) * k] @ wg.T.astype(patches.dtype))
+    y = np.concatenate(outs, axis=-1) if group > 1 else outs[0]
+    if bias is not None:
+        y = y + bias
+    y = y.transpose(0, 3, 1, 2)                               # (BN, Cout, Ho, Wo)
+    return np.ascontiguousarray(_from_4d(y, batch, rank)).astype(np.float32)
+
+
+def matmul_float(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    y = x @ weight
+    return (y + bias if bias is not None else y).astype(np.float32)
+
+
+# -- vector operators -------------------------------------------------------------------------
+
+@kernel("Identity")
+def identity(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return x
+
+
+@kernel("Relu")
+def relu(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0)
+
+
+_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+
+
+def _binary(op: str) -> Kernel:
+    fn = _BINARY[op]
+
+    def apply(attrs: dict, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        rank = max(a.ndim, b.ndim) - 1
+        return fn(_align(a, rank), _align(b, rank)).astype(np.float32)
+    apply.__name__ = op.lower()
+    return apply
+
+
+for _op in _BINARY:
+    kernel(_op)(_binary(_op))
+
+
+@kernel("MaxPool")
+def max_pool(attrs: dict, x: np.ndarray) -> np.ndarray:
+    rank = attrs.get("rank", 2)
+    v = windows(_as_4d(x, rank), attrs, -np.inf, extra=attrs["ceil_extra"])
+    return _from_4d(v.max(axis=(4, 5)), x.shape[0], rank)
+
+
+@kernel("AveragePool")
+def average_pool(attrs: dict, x: np.ndarray) -> np.ndarray:
+    rank = attrs.get("rank", 2)
+    x4 = _as_4d(x, rank)
+    total = windows(x4, attrs, 0.0, extra=attrs["ceil_extra"]).sum(axis=(4, 5), dtype=np.float64)
+    # Count what each window averages over: real inputs, plus explicit pads when
+    # count_include_pad, never the ceil_mode overhang.
+    ones = np.ones((1, 1) + x4.shape[2:], dtype=np.float64)
+    if attrs.get("count_include_pad"):
+        pt, pl, pb, pr = attrs["pads"]
+        ones = np.pad(ones, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=1.0)
+        count_attrs = {**attrs, "pads": (0, 0, 0, 0)}
+    else:
+        count_attrs = attrs
+    count = windows(ones, count_attrs, 0.0, extra=attrs["ceil_extra"]).sum(axis=(4, 5))
+    return _from_4d((total / count).astype(np.float32), x.shape[0], rank)
+
+
+@kernel("GlobalAveragePool")
+def global_average_pool(attrs: dict, x: np.ndarray) -> np.ndarray:
+    axes = tuple(range(3, x.ndim))
+    return x.mean(axis=axes, keepdims=True, dtype=np.float64).astype(np.float32)
+
+
+@kernel("Reshape")
+def reshape(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return x.reshape((x.shape[0],) + tuple(attrs["shape"]))
+
+
+@kernel("Transpose")
+def transpose(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose((0,) + tuple(p + 1 for p in attrs["perm"])))
+
+
+@kernel("Softmax")
+def softmax(attrs: dict, x: np.ndarray) -> np.ndarray:
+    axis = attrs["axis"] + 1
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)

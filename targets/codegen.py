@@ -1,0 +1,91 @@
+"""Code generation: a scheduled, mapped graph -> one instruction stream per tile.
+
+Instructions are plain dicts (they go to JSON unchanged), each with the cycle
+``t`` at which it issues and, for those that take time, ``done``: the cycle at
+which its result is committed. The set:
+
+``load``       host writes graph input ``tensor`` into this tile's buffer
+``mvm``        crossbars ``xbars`` (all on this tile) compute output rows ``rows`` of
+               ``layer``; partial sums accumulate into the tile's ``acc:<layer>``
+``send``       rows ``rows`` of ``tensor`` leave for tile ``dst`` (message ``msg``)
+``recv``       message ``msg`` lands; ``reduce`` adds partial sums instead of writing
+``writeback``  the digital periphery scales ``acc:<layer>`` rows, adds the bias and
+               writes the layer's output activation rows
+``vec``        the GPEU runs vector operator ``node`` over whole tensors
+``store``      host reads graph output ``tensor``
+"""
+
+from __future__ import annotations
+
+from cimc.ir import Graph
+from cimc.passes.mapping import Mapping
+from cimc.passes.schedule.cost import PARTIAL_SUM_BYTES, CostModel
+from cimc.passes.schedule.model import Schedule, task_tiles
+
+#: Issue order of instructions that share a cycle: data arrives before it is used.
+PRIORITY = {"load": 0, "recv": 1, "writeback": 2, "mvm": 3, "vec": 3, "send": 4, "store": 5}
+
+
+def accumulator(layer: str) -> str:
+    return f"acc:{layer}"
+
+
+def generate(graph: Graph, mapping: Mapping, schedule: Schedule, cost: CostModel) -> list[list[dict]]:
+    tiles: list[list[dict]] = [[] for _ in range(cost.target.chip.tiles)]
+    messages = 0
+
+    def message(tensor: str, rows: tuple[int, int], src: int, dst: int, at: int, arrive: int,
+                reduce: bool = False) -> None:
+        nonlocal messages
+        tiles[src].append({"t": at, "op": "send", "msg": messages, "tensor": tensor,
+                           "rows": list(rows), "dst": dst})
+        tiles[dst].append({"t": arrive, "op": "recv", "msg": messages, "tensor": tensor,
+                           "rows": list(rows), "src": src, "reduce": reduce})
+        messages += 1
+
+    producers: dict[str, list] = {}
+    for task in schedule.tasks:
+        producers.setdefault(graph.node(task.node).outputs[0], []).append(task)
+    loaded: set[tuple[str, int]] = set()
+    sent: set[tuple[int, int]] = set()                   # (producer task, destination tile)
+    for task in schedule.tasks:
+        start = schedule.start[task.id]
+        node = graph.node(task.node)
+        for dst in task_tiles(task, mapping):
+            for tensor, a, b in task.reads:
+                if tensor in graph.inputs:
+                    if (tensor, dst) not in loaded:
+                        tiles[dst].append({"t": 0, "op": "load", "tensor": tensor})
+                        loaded.add((tensor, dst))
+                    continue
+                for p in producers[tensor]:
+                    if max(a, p.out_rows[0]) < min(b, p.out_rows[1]) and p.tile != dst \
+                            and (p.id, dst) not in sent:
+                        end = schedule.end(p.id)
+                        rows = p.out_rows[1] - p.out_rows[0]
+                        message(tensor, p.out_rows, p.tile, dst, end,
+                                end + cost.tensor_transfer_cycles(tensor, rows, p.tile, dst))
+                        sent.add((p.id, dst))
+        if task.kind == "vec":
+            tiles[task.tile].append({"t": start, "op": "vec", "done": start + task.duration,
+                                     "node": node.name})
+            continue
+        layer = mapping.layers[node.name]
+        compute_end = start + task.compute
+        for tile in layer.tiles:
+            xbars = [x.id for x in layer.crossbars if x.tile == tile]
+            tiles[tile].append({"t": start, "op": "mvm", "done": compute_end, "layer": node.name,
+                                "set": task.index, "rows": list(task.out_rows), "xbars": xbars})
+            if tile != layer.home_tile:
+                nbytes = task.pixels * cost.partial_outputs(layer, tile) * PARTIAL_SUM_BYTES
+                arrive = compute_end + cost.transfer_cycles(nbytes, tile, layer.home_tile)
+                message(accumulator(node.name), task.out_rows, tile, layer.home_tile, compute_end,
+                        arrive, reduce=True)
+        tiles[layer.home_tile].append({"t": start + task.duration, "op": "writeback",
+                                       "layer": node.name, "rows": list(task.out_rows)})
+    for out in graph.outputs:
+        last = max(producers[out], key=lambda t: schedule.end(t.id))
+        tiles[last.tile].append({"t": schedule.end(last.id), "op": "store", "tensor": out})
+    for stream in tiles:
+        stream.sort(key=lambda ins: (ins["t"], PRIORITY[ins["op"]]))
+    return tiles

@@ -1,0 +1,255 @@
+"""The target description: a TOML file, validated field by field.
+
+A target is plain data. Every figure cimc reports (cycles, energy, capacity) is
+derived from it, so the schema below is the single place where a chip's
+parameters are named, typed and range-checked. Each field carries its accepted
+range in its metadata; :func:`load_target` refuses unknown keys, wrong types and
+out-of-range values with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cimc.errors import TargetError
+
+
+def _f(lo: float, hi: float, doc: str, default: Any = dataclasses.MISSING, choices: tuple = ()):
+    return field(default=default, metadata={"range": (lo, hi), "doc": doc, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Chip:
+    tiles: int = _f(1, 1 << 20, "number of tiles")
+    pes_per_tile: int = _f(1, 1 << 12, "crossbars (processing elements) per tile")
+
+
+@dataclass(frozen=True)
+class Crossbar:
+    rows: int = _f(2, 1 << 16, "wordlines per crossbar")
+    cols: int = _f(2, 1 << 16, "bitlines per crossbar")
+    cell_bits: int = _f(1, 8, "bits stored per cell")
+    dac_bits: int = _f(1, 16, "input bits applied per crossbar read")
+
+
+@dataclass(frozen=True)
+class Precision:
+    weight_bits: int = _f(2, 16, "signed weight width, sign included")
+    activation_bits: int = _f(2, 16, "activation width at crossbar inputs")
+
+
+@dataclass(frozen=True)
+class Adc:
+    bits: int = _f(1, 16, "ADC resolution")
+    per_crossbar: int = _f(1, 1 << 16, "ADCs shared by the columns of one crossbar")
+    energy_model: str = _f(0, 0, "energy per conversion model", choices=("walden", "floor", "sar"))
+    fom_fj_per_step: float = _f(0.0, 1e6, "Walden figure of merit, fJ per conversion step", 6.1)
+    floor_pj: float = _f(0.0, 1e6, "minimum energy of one conversion in pJ (floor model)", 0.27)
+    sar_pj_per_bit: float = _f(0.0, 1e6, "energy per resolved bit in pJ (SAR model)", 0.2)
+
+    def conversion_pj(self, bits: int) -> float:
+        """Energy of one conversion at ``bits`` resolution under this ADC's model (0 bits: no ADC)."""
+        if bits <= 0:
+            return 0.0
+        walden = self.fom_fj_per_step * (1 << bits) / 1000.0
+        if self.energy_model == "walden":
+            return walden
+        if self.energy_model == "floor":
+            return max(self.floor_pj, walden)
+        return self.sar_pj_per_bit * bits
+
+
+@dataclass(frozen=True)
+class Timing:
+    clock_mhz: float = _f(1e-3, 1e6, "clock frequency that all cycle counts refer to")
+    crossbar_read_cycles: int = _f(1, 1 << 20, "cycles for one analog read (one DAC step)")
+    adc_cycles: int = _f(1, 1 << 20, "cycles per ADC conversion")
+    write_cycles_per_row: int = _f(1, 1 << 30, "cycles to program one crossbar row")
+
+
+@dataclass(frozen=True)
+class Gpeu:
+    per_tile: int = _f(1, 1 << 12, "general-purpose execution units per tile")
+    elements_per_cycle: float = _f(1e-6, 1e9, "vector elements one GPEU processes per cycle")
+
+
+@dataclass(frozen=True)
+class Noc:
+    bytes_per_cycle: float = _f(1e-6, 1e9, "link bandwidth")
+    hop_cycles: int = _f(0, 1 << 20, "latency of one router hop")
+
+
+@dataclass(frozen=True)
+class Buffer:
+    kib_per_tile: float = _f(1e-3, 1e9, "activation buffer per tile in KiB")
+
+
+@dataclass(frozen=True)
+class Energy:
+    crossbar_read_pj: float = _f(0.0, 1e9, "energy of one crossbar read (one DAC step, all rows)")
+    cell_write_pj: float = _f(0.0, 1e9, "energy to program one cell")
+    vector_op_pj: float = _f(0.0, 1e9, "energy per vector element processed by a GPEU")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    chip: Chip
+    crossbar: Crossbar
+    precision: Precision
+    adc: Adc
+    timing: Timing
+    gpeu: Gpeu
+    noc: Noc
+    buffer: Buffer
+    energy: Energy
+
+    # Derived quantities: the mapping and the cost model read these, never raw constants.
+    @property
+    def total_crossbars(self) -> int:
+        return self.chip.tiles * self.chip.pes_per_tile
+
+    @property
+    def weight_slices(self) -> int:
+        """Columns one weight magnitude occupies (sign is carried by the differential pair)."""
+        return math.ceil((self.precision.weight_bits - 1) / self.crossbar.cell_bits)
+
+    @property
+    def columns_per_weight(self) -> int:
+        return 2 * self.weight_slices
+
+    @property
+    def outputs_per_crossbar(self) -> int:
+        return self.crossbar.cols // self.columns_per_weight
+
+    @property
+    def input_chunks(self) -> int:
+        return math.ceil(self.precision.activation_bits / self.crossbar.dac_bits)
+
+    @property
+    def mesh_width(self) -> int:
+        return math.ceil(math.sqrt(self.chip.tiles))
+
+    def hops(self, a: int, b: int) -> int:
+        w = self.mesh_width
+        return abs(a % w - b % w) + abs(a // w - b // w)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {
+    "chip": Chip, "crossbar": Crossbar, "precision": Precision, "adc": Adc, "timing": Timing,
+    "gpeu": Gpeu, "noc": Noc, "buffer": Buffer, "energy": Energy,
+}
+
+
+def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
+    expected = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[f.type]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, expected):
+        raise TargetError(f"{where}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
+    choices = f.metadata["choices"]
+    if choices:
+        if value not in choices:
+            raise TargetError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+        return value
+    lo, hi = f.metadata["range"]
+    if expected in (int, float) and not (lo <= value <= hi and math.isfinite(value)):
+        raise TargetError(f"{where}: {value!r} is outside the accepted range [{lo:g}, {hi:g}]"
+                          f" ({f.metadata['doc']})")
+    return value
+
+
+def _build_section(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise TargetError(f"{where}: expected a table [{where}], got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise TargetError(f"{where}: unknown key {unknown[0]!r}; accepted keys: {', '.join(fields)}")
+    values = {}
+    for name, f in fields.items():
+        if name in data:
+            values[name] = _check_value(f"{where}.{name}", f, data[name])
+        elif f.default is dataclasses.MISSING:
+            raise TargetError(f"{where}.{name} is missing ({f.metadata['doc']})")
+    return cls(**values)
+
+
+def _check_consistency(t: Target, where: str) -> None:
+    """Combinations that no chip can have, named by field."""
+    if t.crossbar.cell_bits > t.precision.weight_bits - 1:
+        raise TargetError(f"{where}: crossbar.cell_bits ({t.crossbar.cell_bits}) exceeds the weight "
+                          f"magnitude bits (precision.weight_bits - 1 = {t.precision.weight_bits - 1})")
+    if t.crossbar.dac_bits > t.precision.activation_bits:
+        raise TargetError(f"{where}: crossbar.dac_bits ({t.crossbar.dac_bits}) exceeds "
+                          f"precision.activation_bits ({t.precision.activation_bits})")
+    if t.outputs_per_crossbar < 1:
+        raise TargetError(f"{where}: crossbar.cols ({t.crossbar.cols}) cannot hold one weight, which "
+                          f"needs {t.columns_per_weight} columns (differential pair of "
+                          f"{t.weight_slices} slices)")
+
+
+def target_from_dict(data: dict, where: str = "target") -> Target:
+    if not isinstance(data, dict):
+        raise TargetError(f"{where}: expected a TOML document")
+    allowed = {"name", "description", *SECTIONS}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise TargetError(f"{where}: unknown key {unknown[0]!r}; accepted keys: {', '.join(sorted(allowed))}")
+    for key in ("name", "description"):
+        if not isinstance(data.get(key), str):
+            raise TargetError(f"{where}: '{key}' must be a string")
+    try:
+        sections = {key: _build_section(cls, data[key], key) if key in data else None
+                    for key, cls in SECTIONS.items()}
+    except TargetError as exc:
+        raise TargetError(f"{where}: {exc}") from None
+    missing = [k for k, v in sections.items() if v is None]
+    if missing:
+        raise TargetError(f"{where}: missing table [{missing[0]}]")
+    target = Target(name=data["name"], description=data["description"], **sections)
+    _check_consistency(target, where)
+    return target
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("cimc.targets") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def preset_text(name: str) -> str:
+    return (resources.files("cimc.targets") / "presets" / f"{name}.toml").read_text(encoding="utf-8")
+
+
+def load_target(spec: "str | Path | Target") -> Target:
+    """A preset name, a path to a TOML file, or an already loaded :class:`Target`."""
+    if isinstance(spec, Target):
+        return spec
+    text_name = str(spec)
+    if text_name in preset_names():
+        text, where = preset_text(text_name), f"preset {text_name}"
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise TargetError(f"target {text_name!r} is neither a preset ({', '.join(preset_names())}) "
+                              f"nor a readable file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TargetError(f"cannot read target file {path}: {exc}") from None
+        where = str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TargetError(f"{where} is not valid TOML: {exc}") from None
+    return target_from_dict(data, where)

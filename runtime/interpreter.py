@@ -9,8 +9,10 @@ once.
 
 The ``ideal`` level computes crossbar sums as exact integer matrix products:
 each tile's crossbars of a layer are assembled into one matrix (sums over row
-blocks are exact, so the grouping cannot change a result) and multiplied in
-float32 when every partial sum provably stays below 2^24, in float64 otherwise.
+blocks are exact, so the grouping cannot change a result) and multiplied with
+float32 BLAS in row chunks short enough that every partial sum provably stays
+below 2^24, the chunks being added in float64. Input rows are rounded to DAC
+codes once per layer, however many sets read them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 from cimc.errors import CimcError, ProgramError
 from cimc.inputs import check_arrays
 from cimc.program import Program
-from cimc.runtime.kernels import VECTOR_KERNELS, conv_patches, lift_constant
+from cimc.runtime.kernels import VECTOR_KERNELS, lift_constant, patches_nhwc, to_nhwc, weights_khwc
 from cimc.targets.codegen import PRIORITY, accumulator
 
 LEVELS = ("ideal",)
@@ -73,7 +75,8 @@ class Machine:
         self.layer_xbars = {}
         for x in program.crossbars:
             self.layer_xbars.setdefault(x["layer"], []).append(x)
-        self._weights: dict[tuple[str, int, int], tuple[np.ndarray, list[dict]]] = {}
+        self._weights: dict[tuple[str, int, int], tuple[list[tuple[int, np.ndarray]], int]] = {}
+        self._codes: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
         self.constants = {k[len("const/"):]: v for k, v in program.arrays.items() if k.startswith("const/")}
 
     # -- buffers -------------------------------------------------------------------
@@ -193,8 +196,13 @@ class Machine:
             buf.count[:] = 1
         return commit
 
-    def _tile_weights(self, layer: str, tile: int, group: int) -> tuple[np.ndarray, list[dict]]:
-        """The tile's crossbars of one layer and group, assembled into one (K, N_group) matrix."""
+    def _tile_weights(self, layer: str, tile: int, group: int) -> tuple[list[tuple[int, np.ndarray]], int]:
+        """The tile's crossbars of one layer and group as row chunks of one (K, N_group) matrix.
+
+        Sums over a layer's row blocks are exact, so assembling its crossbars cannot
+        change a result. Each chunk is short enough that every partial sum stays below
+        2^24 and float32 BLAS computes it exactly; chunks are then added in float64.
+        """
         key = (layer, tile, group)
         if key not in self._weights:
             node = self.p.node(layer)
@@ -205,8 +213,47 @@ class Machine:
             for x in xbars:
                 (r0, r1), (c0, c1) = x["rows"], x["cols"]
                 w[r0:r1, c0 - group * n_group:c1 - group * n_group] += self.p.arrays[f"xbar/{x['id']}"]
-            self._weights[key] = (w, xbars)
+            if node["op"] == "Conv":                 # match the channels-last unfolding
+                w = weights_khwc(w, q["k"] // (node["attrs"]["kernel"][0] * node["attrs"]["kernel"][1]),
+                                 tuple(node["attrs"]["kernel"]))
+            x_peak = (1 << q["x_bits"]) - 1
+            w_peak = max(float(np.abs(w).max(initial=0)), 1.0)
+            step = max(1, int((2 ** 24 - 1) // (x_peak * w_peak)))
+            chunks = [(k0, w[k0:k0 + step].astype(np.float32)) for k0 in range(0, q["k"], step)]
+            self._weights[key] = (chunks, len(xbars))
         return self._weights[key]
+
+    def _quantized(self, tile: _Tile, node: dict, tensor: str, rows: tuple[int, int]) -> np.ndarray:
+        """DAC codes of ``tensor`` for this layer, each row rounded once however many sets read it.
+
+        Convolution inputs are kept channels-last, (B*N, H, W, C), for the unfolding.
+        """
+        q = node["quant"]
+        key = (tile.index, node["name"])
+        x = self._read(tile, tensor, rows)
+        conv = node["op"] == "Conv"
+        if key not in self._codes:
+            shape = to_nhwc(x, node["attrs"].get("rank", 2)).shape if conv else x.shape
+            self._codes[key] = (np.zeros(shape, dtype=np.float32), np.zeros(_rows_of(self._shape(tensor)), bool))
+        codes, done = self._codes[key]
+        a, b = rows
+        todo = np.flatnonzero(~done[a:b])
+        if todo.size:
+            lo, hi = (-(1 << (q["x_bits"] - 1)), (1 << (q["x_bits"] - 1)) - 1) if q["x_signed"] \
+                else (0, (1 << q["x_bits"]) - 1)
+            first, last = a + todo[0], a + todo[-1] + 1
+            if conv and x.ndim == 5:
+                src, dst = to_nhwc(x[:, :, :, first:last], 2), codes[:, first:last]
+            elif conv:
+                src, dst = to_nhwc(x, node["attrs"].get("rank", 2)), codes
+            else:
+                src, dst = x, codes
+            np.multiply(src, np.float32(1.0 / q["x_scale"]), out=dst)
+            np.rint(dst, out=dst)
+            np.maximum(dst, lo, out=dst)
+            np.minimum(dst, hi, out=dst)
+            done[first:last] = True
+        return codes
 
     def _mvm(self, tile: _Tile, ins: dict, stats: dict):
         node = self.p.node(ins["layer"])
@@ -219,35 +266,32 @@ class Machine:
             need = (max(r0 * sh - pt, 0), min((r1 - 1) * sh - pt + (kh - 1) * dh + 1, x_shape[2]))
         else:
             need = (0, _rows_of(x_shape))
-        x = self._read(tile, x_name, need)
+        xq = self._quantized(tile, node, x_name, need)
         if node["op"] == "Conv":
-            cols = conv_patches(x, attrs, rows=(r0, r1) if len(x_shape) == 4 else None)
-        else:
-            cols = x
-        lo, hi = (-(1 << (q["x_bits"] - 1)), (1 << (q["x_bits"] - 1)) - 1) if q["x_signed"] \
-            else (0, (1 << q["x_bits"]) - 1)
-        xq = np.clip(np.rint(cols * (1.0 / q["x_scale"])), lo, hi)
+            xq = patches_nhwc(xq, attrs, rows=(r0, r1) if len(x_shape) == 4 else None)
         group = attrs.get("group", 1)
         n_group = q["n"] // group
         acc_parts = []
         xbar_ids = set(ins["xbars"])
         used = 0
         for g in sorted({x["group"] for x in self.layer_xbars[node["name"]] if x["id"] in xbar_ids}):
-            w, xbars = self._tile_weights(node["name"], tile.index, g)
-            used += len(xbars)
-            peak = q["k"] * max(abs(lo), hi) * float(np.abs(w).max(initial=0))
-            dtype = np.float32 if peak < 2 ** 24 else np.float64
-            part = xq[..., g * q["k"]:(g + 1) * q["k"]].astype(dtype) @ w.astype(dtype)
+            chunks, count = self._tile_weights(node["name"], tile.index, g)
+            used += count
+            base = g * q["k"]
+            part = None
+            for k0, w in chunks:
+                piece = xq[..., base + k0:base + k0 + w.shape[0]] @ w
+                part = piece if part is None else part.astype(np.float64) + piece
             acc_parts.append((g * n_group, part))
         if used != len(xbar_ids):
             raise ProgramError(f"mvm on tile {tile.index} names crossbars of layer {node['name']} "
                                f"that are not on that tile")
-        pixels = int(np.prod(cols.shape[:-1])) // self.batch
-        chunks = self.p.target.input_chunks
+        pixels = int(np.prod(xq.shape[:-1])) // self.batch
+        chunks_in = self.p.target.input_chunks
         stats["busy_crossbar_cycles"] += (ins["done"] - ins["t"]) * len(xbar_ids)
-        stats["crossbar_reads"] += pixels * chunks * len(xbar_ids)
+        stats["crossbar_reads"] += pixels * chunks_in * len(xbar_ids)
         cpw = self.p.target.columns_per_weight
-        stats["adc_conversions"] += pixels * chunks * cpw * sum(
+        stats["adc_conversions"] += pixels * chunks_in * cpw * sum(
             x["cols"][1] - x["cols"][0] for x in self.layer_xbars[node["name"]] if x["id"] in xbar_ids)
 
         def commit() -> None:
@@ -267,23 +311,20 @@ class Machine:
         bias_key = f"layer/{node['name']}/bias"
         out_name = node["outputs"][0]
         out_shape = self._shape(out_name)
+        buf = self._buffer(tile, out_name)
         if node["op"] == "Conv":
             y = acc[:, r0:r1] * scale
             if bias_key in self.p.arrays:
                 y += self.p.arrays[bias_key]
-            y = y.astype(np.float32).reshape((self.batch, out_shape[0]) + y.shape[1:])
-            y = y.transpose(0, 1, 4, 2, 3)                                 # back to (B, N, C, R, W)
-            if len(out_shape) == 3:
-                y = y[:, :, :, 0, :]
+            y = y.reshape((self.batch, out_shape[0]) + y.shape[1:]).transpose(0, 1, 4, 2, 3)  # (B, N, C, R, W)
+            if len(out_shape) == 4:
+                buf.data[:, :, :, r0:r1] = y
+            else:
+                buf.data[...] = y[:, :, :, 0, :]
         else:
             y = acc * scale
             if bias_key in self.p.arrays:
                 y += self.p.arrays[bias_key]
-            y = y.astype(np.float32)
-        buf = self._buffer(tile, out_name)
-        if len(out_shape) == 4:
-            buf.data[:, :, :, r0:r1] = y
-        else:
             buf.data[...] = y
         buf.count[r0:r1] = 1
 

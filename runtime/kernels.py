@@ -7,7 +7,7 @@ operators broadcast over that axis without special cases. Attributes are the
 normalized ones the importers produce (2-D windows, explicit pads).
 
 Vector operators are registered in :data:`VECTOR_KERNELS` (one function per
-operator, as in ONNX's reference evaluator); :func:`conv_patches` is the im2col
+operator, as in ONNX's reference evaluator); :func:`patches_nhwc` is the im2col
 both the float evaluator and the crossbar runtime use.
 """
 
@@ -70,18 +70,43 @@ def windows(x4: np.ndarray, attrs: dict, pad_value: float, rows: tuple[int, int]
     top = r0 * sh - pt                                  # first input row needed (may be < 0)
     bottom = (r1 - 1) * sh - pt + (kh - 1) * dh + 1     # one past the last input row needed
     src = x4[:, :, max(top, 0):min(bottom, h)]
-    padded = np.pad(src, ((0, 0), (0, 0), (max(0, -top), max(0, bottom - h)), (pl, pr + extra[1])),
-                    constant_values=pad_value)
+    padded = _pad(src, (max(0, -top), max(0, bottom - h)), (pl, pr + extra[1]), pad_value)
     view = sliding_window_view(padded, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
     return view[:, :, ::sh, ::sw, ::dh, ::dw]
 
 
-def conv_patches(x: np.ndarray, attrs: dict, rows: tuple[int, int] | None = None) -> np.ndarray:
-    """im2col: (B, N, C, H, W) -> (B*N, R, Wo, C*kh*kw) with K ordered (c, kh, kw) like the weights."""
-    x4 = _as_4d(x, attrs.get("rank", 2))
-    v = windows(x4, attrs, 0.0, rows)
+def _pad(src: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], value: float) -> np.ndarray:
+    """Pad the last two axes; a preallocated copy, several times faster than ``np.pad``."""
+    if rows == (0, 0) and cols == (0, 0):
+        return src
+    n, c, h, w = src.shape
+    out = np.empty((n, c, h + rows[0] + rows[1], w + cols[0] + cols[1]), dtype=src.dtype)
+    out[...] = value
+    out[:, :, rows[0]:rows[0] + h, cols[0]:cols[0] + w] = src
+    return out
+
+
+def to_nhwc(x: np.ndarray, rank: int) -> np.ndarray:
+    """(B, N, C, [H,] W) activations -> (B*N, H, W, C), the layout the unfolding wants."""
+    return _as_4d(x, rank).transpose(0, 2, 3, 1)
+
+
+def patches_nhwc(x: np.ndarray, attrs: dict, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """im2col of channels-last data: (N, H, W, C) -> (N, R, Wo, kh*kw*C), K ordered (kh, kw, c).
+
+    Channels innermost make every copied run a whole channel vector, which is
+    what makes the unfolding cheap; weights are reordered to match by
+    :func:`weights_khwc`.
+    """
+    v = windows(x.transpose(0, 3, 1, 2), attrs, 0.0, rows)       # (N, C, R, Wo, kh, kw) view
     n, c, r, wo, kh, kw = v.shape
-    return v.transpose(0, 2, 3, 1, 4, 5).reshape(n, r, wo, c * kh * kw)
+    return v.transpose(0, 2, 3, 4, 5, 1).reshape(n, r, wo, kh * kw * c)
+
+
+def weights_khwc(w: np.ndarray, channels: int, kernel: tuple[int, int]) -> np.ndarray:
+    """Reorder the rows of a (C*kh*kw, N) matrix from (c, kh, kw) to (kh, kw, c)."""
+    kh, kw = kernel
+    return w.reshape(channels, kh, kw, -1).transpose(1, 2, 0, 3).reshape(channels * kh * kw, -1)
 
 
 def conv_float(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, attrs: dict) -> np.ndarray:
@@ -89,14 +114,14 @@ def conv_float(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, attrs
     rank = attrs.get("rank", 2)
     batch = x.shape[0]
     group = attrs["group"]
-    cout = weight.shape[0]
-    cin_g = weight.shape[1]
-    patches = conv_patches(x, attrs)                         # (BN, Ho, Wo, C*kh*kw)
-    k = cin_g * weight.shape[2] * weight.shape[3]
+    cout, cin_g = weight.shape[0], weight.shape[1]
+    kernel = tuple(attrs["kernel"])
+    xs = to_nhwc(x, rank)
     outs = []
     for g in range(group):                                   # groups, not pixels
-        wg = weight[g * cout // group:(g + 1) * cout // group].reshape(cout // group, k)
-        outs.append(patches[..., g * k:(g + 1) * k] @ wg.T.astype(patches.dtype))
+        patches = patches_nhwc(xs[..., g * cin_g:(g + 1) * cin_g], attrs)
+        wg = weight[g * cout // group:(g + 1) * cout // group].reshape(cout // group, -1).T
+        outs.append(patches @ weights_khwc(wg, cin_g, kernel).astype(patches.dtype))
     y = np.concatenate(outs, axis=-1) if group > 1 else outs[0]
     if bias is not None:
         y = y + bias

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cimc.errors import CimcError
+from cimc.fsutil import atomic_path, check_writable, write_text_atomic
 
 EXAMPLES = """examples:
   cimc compile model.onnx --target isaac -o model.cimp --calibration calib.npz --report-json report.json
@@ -77,17 +78,19 @@ def _version() -> str:
 
 
 def _write_json(path: str, data: dict) -> None:
-    from cimc.fsutil import write_text_atomic
-    if not Path(path).parent.is_dir():
-        raise CimcError(f"cannot write {path}: folder {Path(path).parent} does not exist")
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _check_outputs(*paths: str | None) -> None:
+    """Every output is checked before any work, so a bad one fails fast and writes nothing."""
+    for path in paths:
+        if path:
+            check_writable(path)
 
 
 def _cmd_compile(args: argparse.Namespace) -> None:
     import cimc
-    for path in (args.output, args.report_json):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise CimcError(f"cannot write {path}: folder {Path(path).parent} does not exist")
+    _check_outputs(args.output, args.report_json)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         program = cimc.compile(args.model, args.target, scheduler=args.scheduler,
@@ -97,7 +100,7 @@ def _cmd_compile(args: argparse.Namespace) -> None:
     r = program.report
     # Write the report first: a failure there must not leave a program behind either.
     if args.report_json:
-        _write_json(args.report_json, r)
+        _write_json(args.report_json, {**r, "pass_seconds": program.pass_seconds})
     program.save(args.output)
     print(f"compiled {r['model']} for {r['target']}: {r['crossbars_used']} crossbars on {r['tiles_used']} "
           f"tiles, {r['scheduler']} schedule {r['makespan_cycles']} cycles ({r['makespan_us']:.2f} us), "
@@ -107,6 +110,7 @@ def _cmd_compile(args: argparse.Namespace) -> None:
 def _cmd_run(args: argparse.Namespace) -> None:
     import cimc
     from cimc.inputs import check_arrays, load_npz
+    _check_outputs(args.output, args.stats_json)
     program = cimc.Program.load(args.program)
     data = load_npz(args.input, "input")
     result = cimc.run(program, data, level=args.level)
@@ -132,17 +136,15 @@ def _cmd_run(args: argparse.Namespace) -> None:
     if args.stats_json:
         _write_json(args.stats_json, s)
     if args.output:
-        from cimc.fsutil import atomic_path
-        if not Path(args.output).resolve().parent.is_dir():
-            raise CimcError(f"cannot write {args.output}: folder does not exist")
         with atomic_path(args.output) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **result.outputs)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> None:
+    from cimc.program import MAGIC
     path = Path(args.file)
-    if path.suffix == ".cimp" or (path.is_file() and path.read_bytes()[:2] == b"PK"):
+    if path.suffix == ".cimp" or (path.is_file() and path.open("rb").read(4) == MAGIC):
         from cimc.listing import render_listing, render_schedule
         from cimc.program import Program
         program = Program.load(path)

@@ -164,12 +164,71 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def _settle_ceil_mode(model: onnx.ModelProto) -> bool:
+    """Make ONNX's shape inference agree with onnxruntime on ceil_mode pools.
+
+    onnxruntime and ONNX's reference evaluator drop a last window that would
+    start in the end padding (or past the input); ONNX's shape inference keeps
+    it, and every shape downstream would inherit the extra row. Such an axis has
+    exactly the floor-mode size, so the node becomes floor mode when no axis
+    needs ceil; otherwise the dropped axes' end padding is trimmed to what the
+    kept windows reach. Kept windows are unchanged either way.
+    """
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+              for vi in list(model.graph.input) + list(model.graph.value_info)}
+    changed = False
+    for node in model.graph.node:
+        if node.op_type not in ("MaxPool", "AveragePool") or node.input[0] not in shapes:
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        if "ceil_mode" not in attrs or not attrs["ceil_mode"].i:
+            continue
+        spatial = shapes[node.input[0]][2:]
+        rank = len(spatial)
+        kernel = list(attrs["kernel_shape"].ints)
+        strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * rank
+        dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * rank
+        pads = list(attrs["pads"].ints) if "pads" in attrs else [0] * (2 * rank)
+        dropped, needs_ceil = [], False
+        for i in range(rank):
+            reach = (kernel[i] - 1) * dilations[i] + 1
+            span = spatial[i] + pads[i] + pads[i + rank] - reach
+            ceil_out, floor_out = -(-span // strides[i]) + 1, span // strides[i] + 1
+            if (ceil_out - 1) * strides[i] >= spatial[i] + pads[i]:
+                dropped.append((i, floor_out, reach))
+            elif ceil_out != floor_out:
+                needs_ceil = True
+        if not dropped:
+            continue
+        changed = True
+        if not needs_ceil:
+            attrs["ceil_mode"].i = 0
+            continue
+        for i, floor_out, reach in dropped:
+            trimmed = (floor_out - 1) * strides[i] + reach - spatial[i] - pads[i]
+            counted = node.op_type == "AveragePool" and "count_include_pad" in attrs \
+                and attrs["count_include_pad"].i
+            if trimmed < 0 or counted:
+                raise UnsupportedOperatorError(
+                    f"node {node.name!r} ({node.op_type}): ceil_mode where one axis drops a window "
+                    f"that starts in the padding while another keeps a partial one is not supported")
+            pads[i + rank] = trimmed
+        attrs["pads"].ints[:] = pads
+    return changed
+
+
 def import_onnx(model: "str | Path | onnx.ModelProto",
                 input_shapes: "list[str] | dict[str, tuple[int, ...]] | None" = None) -> ImportedModel:
     proto, raw, source = load_model(model)
     model_hash = hashlib.sha256(raw).hexdigest()
     proto = onnx.ModelProto.FromString(raw) if isinstance(model, onnx.ModelProto) else proto
     opset = _default_opset(proto)
+    # Weights that are also listed as graph inputs are constants, not user inputs.
+    initializers = {i.name for i in proto.graph.initializer}
+    kept_inputs = [i for i in proto.graph.input if i.name not in initializers]
+    del proto.graph.input[:]
+    proto.graph.input.extend(kept_inputs)
+    proto.ir_version = max(proto.ir_version, 4)  # IR 4 lets initializers stand apart from inputs
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
@@ -180,14 +239,13 @@ def import_onnx(model: "str | Path | onnx.ModelProto",
         except Exception as exc:
             raise ModelError(f"cannot convert {source} from opset {opset} to {MIN_OPSET}: "
                              f"{str(exc).splitlines()[0]}") from None
-    # Weights that are also listed as graph inputs are constants, not user inputs.
-    initializers = {i.name for i in proto.graph.initializer}
-    kept_inputs = [i for i in proto.graph.input if i.name not in initializers]
-    del proto.graph.input[:]
-    proto.graph.input.extend(kept_inputs)
-    proto.ir_version = max(proto.ir_version, 4)  # IR 4 lets initializers stand apart from inputs
     _fix_input_shapes(proto, parse_input_shapes(input_shapes))
     proto = _infer(_fold_constants(_infer(proto)))
+    if _settle_ceil_mode(proto):
+        del proto.graph.value_info[:]
+        for out in proto.graph.output:               # declared with the extra window too
+            out.type.tensor_type.ClearField("shape")
+        proto = _infer(proto)
     graph = _lower(proto, source)
     return ImportedModel(graph=graph, model_hash=model_hash, opset=max(opset, MIN_OPSET), source=source)
 

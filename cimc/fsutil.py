@@ -8,10 +8,22 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from cimc.errors import CimcError
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse, before any work is done, an output path that cannot become a file."""
+    target = Path(path)
+    if target.is_dir():
+        raise CimcError(f"cannot write {target}: it is a folder; give a file name")
+    if not target.resolve().parent.is_dir():
+        raise CimcError(f"cannot write {target}: folder {target.parent} does not exist")
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    check_writable(path)
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)

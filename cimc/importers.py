@@ -207,15 +207,11 @@ def _pool(ctx: ImportContext, node: onnx.NodeProto) -> None:
     if len(node.output) > 1 and node.output[1]:
         raise refuse(node, "the indices output", "MaxPool with one output")
     window = _to_2d(_spatial_window(ctx, node, kernel), kernel)
-    in_shape = ctx.shape(node.input[0])
     out_shape = ctx.shape(node.output[0])
-    in_hw = (1, in_shape[2]) if len(kernel) == 1 else in_shape[2:]
-    out_hw = (1, out_shape[2]) if len(kernel) == 1 else out_shape[2:]
-    # ceil_mode: the last windows may run past the end padding; make that explicit.
-    extra = tuple(max(0, (out_hw[i] - 1) * window["strides"][i] + (window["kernel"][i] - 1)
-                      * window["dilations"][i] + 1 - (in_hw[i] + window["pads"][i] + window["pads"][i + 2]))
-                  for i in range(2))
-    attrs = {**window, "ceil_extra": extra, "rank": len(kernel)}
+    # The frontend has settled ceil_mode (see frontend._settle_ceil_mode); kernels pad
+    # up to what the last window reaches, so the output size is all they need.
+    out_hw = (1, out_shape[2]) if len(kernel) == 1 else tuple(out_shape[2:])
+    attrs = {**window, "output_hw": out_hw, "rank": len(kernel)}
     if node.op_type == "AveragePool":
         attrs["count_include_pad"] = int(a.get("count_include_pad", 0))
     ctx.emit(node, node.op_type, [ctx.activation(node, 0)], attrs)

@@ -1,17 +1,19 @@
 """The ``.cimp`` program container: save, load, validate.
 
-A ``.cimp`` file is a zip archive written deterministically (fixed member order
-and timestamps, sorted JSON keys), so one compile gives one byte sequence:
+A ``.cimp`` file is a 40-byte header, the magic ``CIMP``, the format version
+(uint32, little endian) and the SHA-256 of everything after the header, followed
+by a zip archive written deterministically (fixed member order and timestamps,
+sorted JSON keys), so one compile gives one byte sequence:
 
 ``manifest.json``   format name and version, cimc version, target, model hash, options
 ``program.json``    tensors, layers, vector operators, crossbars, per-tile instruction
                     streams, the schedule, the compile report
 ``arrays/*.npy``    crossbar contents as programmed, quantization scales, biases, constants
-``checksum``        SHA-256 over every other member's name and bytes
 
-Loading checks the format and version, the checksum, the structure, and re-runs
-the schedule validator, so a truncated, edited or foreign file fails with one
-clear message before anything executes.
+The hash covers every byte of the archive, headers included, so any edit or
+truncation is caught. Loading checks the magic, the version, the hash, the
+structure, and re-runs the schedule validator, so a truncated, edited or foreign
+file fails with one clear message before anything executes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +30,18 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import CimcError, ProgramError
-from cimc.fsutil import atomic_path
+from cimc.fsutil import atomic_path, check_writable
 from cimc.ir import CROSSBAR_OPS, Graph, Node, Tensor
 from cimc.passes.mapping import CrossbarSlot, LayerMapping, Mapping
 from cimc.passes.schedule.model import Schedule
 from cimc.passes.schedule.validator import ScheduleInvalid, validate
 from cimc.targets import Target, target_from_dict
+from cimc.targets.codegen import PRIORITY
 
 FORMAT = "cimp"
 FORMAT_VERSION = 1
+MAGIC = b"CIMP"
+_HEADER = struct.Struct("<4sI32s")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -54,6 +60,8 @@ class Program:
     schedule: Schedule
     report: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Wall time of each compile stage; not stored in the file (it would break determinism).
+    pass_seconds: dict[str, float] = field(default_factory=dict, compare=False)
 
     # -- views the runtime and the tools share -----------------------------------
     def node(self, name: str) -> dict[str, Any]:
@@ -107,7 +115,6 @@ class Program:
             buf = io.BytesIO()
             np.save(buf, np.ascontiguousarray(self.arrays[key]), allow_pickle=False)
             members.append((f"arrays/{key}.npy", buf.getvalue()))
-        members.append(("checksum", _checksum(members).encode()))
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for name, data in members:
@@ -115,13 +122,12 @@ class Program:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
                 zf.writestr(info, data)
-        return out.getvalue()
+        payload = out.getvalue()
+        return _HEADER.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(payload).digest()) + payload
 
     def save(self, path: "str | Path") -> None:
+        check_writable(path)
         data = self.to_bytes()
-        parent = Path(path).parent
-        if not parent.is_dir():
-            raise CimcError(f"cannot write {path}: folder {parent} does not exist")
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
 
@@ -148,6 +154,13 @@ class Program:
             raise ProgramError(f"{where} is not a well-formed cimc program ({type(exc).__name__}: {exc}); "
                                f"recompile it with cimc compile") from None
         try:
+            _check_contents(program)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ProgramError(f"{where} is not a well-formed cimc program ({type(exc).__name__}: {exc}); "
+                               f"recompile it with cimc compile") from None
+        except ProgramError as exc:
+            raise ProgramError(f"{where}: {exc}; recompile it with cimc compile") from None
+        try:
             validate(program.schedule, program.graph(), program.mapping(), program.target)
         except ScheduleInvalid as exc:
             raise ProgramError(f"{where}: its schedule is invalid ({exc}); recompile it") from None
@@ -168,25 +181,47 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in a program")
 
 
-def _checksum(members: list[tuple[str, bytes]]) -> str:
-    h = hashlib.sha256()
-    for name, data in members:
-        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
-    return h.hexdigest()
-
-
 def _read_members(data: bytes) -> list[tuple[str, bytes]]:
+    if len(data) < _HEADER.size or data[:4] != MAGIC:
+        raise ProgramError("not a cimc program (no CIMP header); compile the model with cimc compile")
+    _, version, digest = _HEADER.unpack_from(data)
+    if version != FORMAT_VERSION:
+        raise ProgramError(f"program format version {version} is not supported by this cimc "
+                           f"(it reads version {FORMAT_VERSION}); recompile the model with this cimc")
+    payload = data[_HEADER.size:]
+    if hashlib.sha256(payload).digest() != digest:
+        raise ProgramError("checksum mismatch: the file is truncated, edited or damaged; recompile it")
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            members = [(info.filename, zf.read(info)) for info in zf.infolist()]
-    except Exception as exc:  # BadZipFile, zlib.error, CRC mismatch, truncated data ...
-        raise ProgramError(f"not a readable .cimp file ({type(exc).__name__}: {exc}); it is truncated, "
-                           f"edited or not a cimc program") from None
-    if not members or members[-1][0] != "checksum":
-        raise ProgramError("not a .cimp file (no checksum member)")
-    if _checksum(members[:-1]).encode() != members[-1][1]:
-        raise ProgramError("checksum mismatch: the file was edited or damaged; recompile it")
-    return members[:-1]
+        with zipfile.ZipFile(io.BytesIO(payload)) as zf:
+            return [(info.filename, zf.read(info)) for info in zf.infolist()]
+    except Exception as exc:  # BadZipFile, zlib.error, CRC mismatch ...
+        raise ProgramError(f"not a readable .cimp archive ({type(exc).__name__}: {exc})") from None
+
+
+def _check_contents(program: Program) -> None:
+    """Everything the instructions refer to exists, with the shape the tables promise."""
+    if len(program.tiles) != program.target.chip.tiles:
+        raise ProgramError(f"{len(program.tiles)} instruction streams for {program.target.chip.tiles} tiles")
+    known_ops = set(PRIORITY)
+    for stream in program.tiles:
+        for ins in stream:
+            if ins.get("op") not in known_ops or not isinstance(ins.get("t"), int):
+                raise ProgramError(f"unknown or malformed instruction {str(ins)[:80]}")
+    for x in program.crossbars:
+        cells = program.arrays.get(f"xbar/{x['id']}")
+        want = (x["rows"][1] - x["rows"][0], x["cols"][1] - x["cols"][0])
+        if cells is None or cells.shape != want or cells.dtype.kind != "i":
+            raise ProgramError(f"crossbar {x['id']} has no contents of shape {want}")
+    for n in program.nodes:
+        if "quant" in n:
+            for key, required in (("w_scale", True), ("bias", False)):
+                arr = program.arrays.get(f"layer/{n['name']}/{key}")
+                if (arr is None and required) or (arr is not None and arr.shape != (n["quant"]["n"],)):
+                    raise ProgramError(f"layer {n['name']} has no {key} of {n['quant']['n']} channels")
+        else:
+            for t in n["inputs"]:
+                if t and t not in program.tensors and f"const/{t}" not in program.arrays:
+                    raise ProgramError(f"operator {n['name']} reads {t!r}, which the program lacks")
 
 
 def _decode(members: list[tuple[str, bytes]]) -> Program:

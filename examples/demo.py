@@ -19,6 +19,7 @@ virtual environment's python: ``.venv/bin/python examples/demo.py``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import subprocess
@@ -78,7 +79,9 @@ def prepare() -> np.ndarray:
     return labels
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                            epilog=f"Writes into {WORK.relative_to(ROOT)}/ of the repository.").parse_args(argv)
     if not CIMC.exists():
         print(f"demo: error: the cimc command is not installed next to this python ({CIMC}); "
               f"run `python3 dev.py demo` from the repository root", file=sys.stderr)

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,13 +92,20 @@ class Machine:
                 node = self.p.node(tensor[4:])
                 shape = self._acc_shape(node)
                 rows = _rows_of(self._shape(node["outputs"][0]))
-                buf = _Buffer(np.zeros(shape, dtype=np.float64), np.zeros(rows, dtype=np.int64))
+                buf = _Buffer(np.zeros(shape, dtype=self._acc_dtype(node)), np.zeros(rows, dtype=np.int64))
             else:
                 shape = self._shape(tensor)
                 buf = _Buffer(np.zeros((self.batch,) + shape, dtype=np.float32),
                               np.zeros(_rows_of(shape), dtype=np.int64))
             tile.buffers[tensor] = buf
         return buf
+
+    def _acc_dtype(self, node: dict) -> type:
+        """float32 when no sum of the layer can reach 2^24 (then it is exact), float64 otherwise."""
+        q = node["quant"]
+        w_peak = max((float(np.abs(self.p.arrays[f"xbar/{x['id']}"]).max(initial=0))
+                      for x in self.layer_xbars[node["name"]]), default=0.0)
+        return np.float32 if q["k"] * ((1 << q["x_bits"]) - 1) * w_peak < 2 ** 24 else np.float64
 
     def _acc_shape(self, node: dict) -> tuple[int, ...]:
         out = self._shape(node["outputs"][0])
@@ -160,7 +169,8 @@ class Machine:
             if buf is None or (buf.count[a:b] == 0).any():
                 raise ReadBeforeWrite(f"tile {tile.index} sends partial sums of {tensor} rows {a}..{b - 1} "
                                       f"it has not computed")
-            self.messages[ins["msg"]] = (buf.data[:, a:b].copy(), buf.count[a:b].copy())
+            piece = buf.data[:, a:b] if self.p.node(tensor[4:])["op"] == "Conv" else buf.data
+            self.messages[ins["msg"]] = (piece.copy(), buf.count[a:b].copy())
         else:
             data = self._read(tile, tensor, (a, b))
             piece = data[:, :, :, a:b] if data.ndim == 5 else data
@@ -173,7 +183,10 @@ class Machine:
         a, b = ins["rows"]
         buf = self._buffer(tile, ins["tensor"])
         if ins["reduce"]:
-            buf.data[:, a:b] += piece
+            if self.p.node(ins["tensor"][4:])["op"] == "Conv":
+                buf.data[:, a:b] += piece
+            else:
+                buf.data += piece
             buf.count[a:b] += counts
         else:
             if buf.data.ndim == 5:
@@ -191,9 +204,10 @@ class Machine:
         stats["vector_elements"] += max(a.size for a in args + [result]) // self.batch
 
         def commit() -> None:
-            buf = self._buffer(tile, out)
-            buf.data[...] = result
-            buf.count[:] = 1
+            # Activations are written once, so the result array itself becomes the buffer
+            # (a view of another buffer, as Reshape returns, is copied to keep buffers apart).
+            data = result if result.base is None else result.copy()
+            tile.buffers[out] = _Buffer(data, np.ones(_rows_of(self._shape(out)), dtype=np.int64))
         return commit
 
     def _tile_weights(self, layer: str, tile: int, group: int) -> tuple[list[tuple[int, np.ndarray]], int]:
@@ -248,10 +262,11 @@ class Machine:
                 src, dst = to_nhwc(x, node["attrs"].get("rank", 2)), codes
             else:
                 src, dst = x, codes
-            np.multiply(src, np.float32(1.0 / q["x_scale"]), out=dst)
+            dst[...] = src                    # the one layout change, then in-place passes
+            np.multiply(dst, np.float32(1.0 / q["x_scale"]), out=dst)
             np.rint(dst, out=dst)
-            np.maximum(dst, lo, out=dst)
-            np.minimum(dst, hi, out=dst)
+            np.maximum(dst, np.float32(lo), out=dst)
+            np.minimum(dst, np.float32(hi), out=dst)
             done[first:last] = True
         return codes
 
@@ -266,9 +281,7 @@ class Machine:
             need = (max(r0 * sh - pt, 0), min((r1 - 1) * sh - pt + (kh - 1) * dh + 1, x_shape[2]))
         else:
             need = (0, _rows_of(x_shape))
-        xq = self._quantized(tile, node, x_name, need)
-        if node["op"] == "Conv":
-            xq = patches_nhwc(xq, attrs, rows=(r0, r1) if len(x_shape) == 4 else None)
+        codes = self._quantized(tile, node, x_name, need)
         group = attrs.get("group", 1)
         n_group = q["n"] // group
         acc_parts = []
@@ -277,10 +290,15 @@ class Machine:
         for g in sorted({x["group"] for x in self.layer_xbars[node["name"]] if x["id"] in xbar_ids}):
             chunks, count = self._tile_weights(node["name"], tile.index, g)
             used += count
-            base = g * q["k"]
+            if node["op"] == "Conv":                  # each group unfolds its own channels
+                c_group = codes.shape[-1] // group
+                xq = patches_nhwc(codes[..., g * c_group:(g + 1) * c_group], attrs,
+                                  rows=(r0, r1) if len(x_shape) == 4 else None)
+            else:
+                xq = codes
             part = None
             for k0, w in chunks:
-                piece = xq[..., base + k0:base + k0 + w.shape[0]] @ w
+                piece = xq[..., k0:k0 + w.shape[0]] @ w
                 part = piece if part is None else part.astype(np.float64) + piece
             acc_parts.append((g * n_group, part))
         if used != len(xbar_ids):
@@ -307,25 +325,25 @@ class Machine:
         q = node["quant"]
         r0, r1 = ins["rows"]
         acc = self._read(tile, accumulator(node["name"]), (r0, r1), need=len(self.layer_xbars[node["name"]]))
-        scale = q["x_scale"] * self.p.arrays[f"layer/{node['name']}/w_scale"].astype(np.float64)
+        # The digital periphery scales by one float32 factor per channel and adds the float32 bias.
+        scale = (q["x_scale"] * self.p.arrays[f"layer/{node['name']}/w_scale"].astype(np.float64)).astype(np.float32)
         bias_key = f"layer/{node['name']}/bias"
         out_name = node["outputs"][0]
         out_shape = self._shape(out_name)
         buf = self._buffer(tile, out_name)
+        bias = self.p.arrays.get(bias_key)
         if node["op"] == "Conv":
-            y = acc[:, r0:r1] * scale
-            if bias_key in self.p.arrays:
-                y += self.p.arrays[bias_key]
-            y = y.reshape((self.batch, out_shape[0]) + y.shape[1:]).transpose(0, 1, 4, 2, 3)  # (B, N, C, R, W)
-            if len(out_shape) == 4:
-                buf.data[:, :, :, r0:r1] = y
-            else:
-                buf.data[...] = y[:, :, :, 0, :]
+            # Scale and bias straight into the (B, N, C, R, W) rows: one pass each, no temporaries.
+            acc = acc[:, r0:r1].reshape((self.batch, out_shape[0], r1 - r0) + acc.shape[2:])
+            acc = acc.transpose(0, 1, 4, 2, 3)
+            dst = buf.data[:, :, :, r0:r1] if len(out_shape) == 4 else buf.data[:, :, :, None, :]
+            np.multiply(acc, scale[:, None, None], out=dst, casting="unsafe")
+            if bias is not None:
+                np.add(dst, bias[:, None, None], out=dst)
         else:
-            y = acc * scale
-            if bias_key in self.p.arrays:
-                y += self.p.arrays[bias_key]
-            buf.data[...] = y
+            np.multiply(acc, scale, out=buf.data, casting="unsafe")
+            if bias is not None:
+                np.add(buf.data, bias, out=buf.data)
         buf.count[r0:r1] = 1
 
 
@@ -338,24 +356,37 @@ def _chunk_size(program: Program) -> int:
     return max(1, min(4096, MEMORY_BUDGET_BYTES // max(per_sample, 1)))
 
 
-def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal") -> Result:
+def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
+        workers: int | None = None) -> Result:
     """Execute ``program`` on ``inputs`` (arrays shaped like the model inputs, optionally with a
-    leading batch axis) and return its outputs and per-inference statistics."""
+    leading batch axis) and return its outputs and per-inference statistics.
+
+    The batch is cut into chunks that bound memory and keep ``workers`` threads (default: one per
+    core, at most 4) busy; numpy releases the GIL in its array work, so chunks run in parallel.
+    """
     if level not in LEVELS:
         raise CimcError(f"unknown runtime level {level!r}; available: {', '.join(LEVELS)}")
     arrays, batched = check_arrays({k: tuple(v) for k, v in program.inputs.items()}, inputs, "input")
     total = next(iter(arrays.values())).shape[0]
-    chunk = _chunk_size(program)
+    workers = max(1, min(workers or os.cpu_count() or 1, 4))
+    chunk = max(1, min(_chunk_size(program), math.ceil(total / workers)))
+    starts = list(range(0, total, chunk))
     started = time.perf_counter()
-    pieces: dict[str, list[np.ndarray]] = {name: [] for name in program.outputs}
-    stats: dict = {}
-    for begin in range(0, total, chunk):
+
+    def one(begin: int) -> tuple[dict[str, np.ndarray], dict]:
         machine = Machine(program, {k: v[begin:begin + chunk] for k, v in arrays.items()})
         stats = machine.execute()
-        for name in program.outputs:
-            pieces[name].append(machine.outputs[name])
-    outputs = {k: np.concatenate(v) if batched else np.concatenate(v)[0] for k, v in pieces.items()}
-    return Result(outputs, _summarize(program, stats, level, total, time.perf_counter() - started))
+        return machine.outputs, stats
+
+    if workers == 1 or len(starts) == 1:
+        done = [one(b) for b in starts]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            done = list(pool.map(one, starts))
+    outputs = {name: np.concatenate([d[0][name] for d in done]) for name in program.outputs}
+    if not batched:
+        outputs = {k: v[0] for k, v in outputs.items()}
+    return Result(outputs, _summarize(program, done[-1][1], level, total, time.perf_counter() - started))
 
 
 def _summarize(program: Program, raw: dict, level: str, batch: int, seconds: float) -> dict:

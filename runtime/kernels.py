@@ -53,8 +53,7 @@ def _from_4d(y: np.ndarray, batch: int, rank: int) -> np.ndarray:
     return y.reshape(batch, -1, *y.shape[1:])
 
 
-def windows(x4: np.ndarray, attrs: dict, pad_value: float, rows: tuple[int, int] | None = None,
-            extra: tuple[int, int] = (0, 0)) -> np.ndarray:
+def windows(x4: np.ndarray, attrs: dict, pad_value: float, rows: tuple[int, int] | None = None) -> np.ndarray:
     """Sliding windows (N, C, R, Wo, kh, kw) of a padded (N, C, H, W) array, for output rows ``rows``.
 
     Only the input rows the requested output rows need are padded and viewed, so
@@ -65,12 +64,12 @@ def windows(x4: np.ndarray, attrs: dict, pad_value: float, rows: tuple[int, int]
     dh, dw = attrs["dilations"]
     pt, pl, pb, pr = attrs["pads"]
     n, c, h, w = x4.shape
-    ho = (h + pt + pb + extra[0] - (kh - 1) * dh - 1) // sh + 1
+    ho = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
     r0, r1 = rows if rows is not None else (0, ho)
     top = r0 * sh - pt                                  # first input row needed (may be < 0)
     bottom = (r1 - 1) * sh - pt + (kh - 1) * dh + 1     # one past the last input row needed
     src = x4[:, :, max(top, 0):min(bottom, h)]
-    padded = _pad(src, (max(0, -top), max(0, bottom - h)), (pl, pr + extra[1]), pad_value)
+    padded = _pad(src, (max(0, -top), max(0, bottom - h)), (pl, pr), pad_value)
     view = sliding_window_view(padded, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
     return view[:, :, ::sh, ::sw, ::dh, ::dw]
 
@@ -163,28 +162,50 @@ for _op in _BINARY:
     kernel(_op)(_binary(_op))
 
 
+def _pool_input(x4: np.ndarray, attrs: dict, value: float, edge: float | None = None) -> np.ndarray:
+    """Pad for pooling: explicit pads with ``edge`` (default ``value``), then up to what the last
+    window reaches (ceil_mode) with ``value``."""
+    kh, kw = attrs["kernel"]
+    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilations"]
+    pt, pl, pb, pr = attrs["pads"]
+    ho, wo = attrs["output_hw"]
+    n, c, h, w = x4.shape
+    reach_h = (ho - 1) * sh + (kh - 1) * dh + 1
+    reach_w = (wo - 1) * sw + (kw - 1) * dw + 1
+    padded = _pad(x4, (pt, pb), (pl, pr), value if edge is None else edge)
+    return _pad(padded, (0, max(0, reach_h - padded.shape[2])), (0, max(0, reach_w - padded.shape[3])), value)
+
+
+def _taps(padded: np.ndarray, attrs: dict, combine: np.ufunc, dtype: type) -> np.ndarray:
+    """Reduce the kernel's taps with ``combine``: a loop over kh*kw taps, each a strided slice."""
+    kh, kw = attrs["kernel"]
+    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilations"]
+    ho, wo = attrs["output_hw"]
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = padded[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
+            out = tap.astype(dtype) if out is None else combine(out, tap, out=out)
+    return out
+
+
 @kernel("MaxPool")
 def max_pool(attrs: dict, x: np.ndarray) -> np.ndarray:
     rank = attrs.get("rank", 2)
-    v = windows(_as_4d(x, rank), attrs, -np.inf, extra=attrs["ceil_extra"])
-    return _from_4d(v.max(axis=(4, 5)), x.shape[0], rank)
+    padded = _pool_input(_as_4d(x, rank), attrs, -np.inf)
+    return _from_4d(_taps(padded, attrs, np.maximum, x.dtype), x.shape[0], rank)
 
 
 @kernel("AveragePool")
 def average_pool(attrs: dict, x: np.ndarray) -> np.ndarray:
     rank = attrs.get("rank", 2)
     x4 = _as_4d(x, rank)
-    total = windows(x4, attrs, 0.0, extra=attrs["ceil_extra"]).sum(axis=(4, 5), dtype=np.float64)
+    total = _taps(_pool_input(x4, attrs, 0.0), attrs, np.add, np.float64)
     # Count what each window averages over: real inputs, plus explicit pads when
     # count_include_pad, never the ceil_mode overhang.
     ones = np.ones((1, 1) + x4.shape[2:], dtype=np.float64)
-    if attrs.get("count_include_pad"):
-        pt, pl, pb, pr = attrs["pads"]
-        ones = np.pad(ones, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=1.0)
-        count_attrs = {**attrs, "pads": (0, 0, 0, 0)}
-    else:
-        count_attrs = attrs
-    count = windows(ones, count_attrs, 0.0, extra=attrs["ceil_extra"]).sum(axis=(4, 5))
+    mask = _pool_input(ones, attrs, 0.0, edge=1.0 if attrs.get("count_include_pad") else 0.0)
+    count = _taps(mask, attrs, np.add, np.float64)
     return _from_4d((total / count).astype(np.float32), x.shape[0], rank)
 
 

@@ -235,3 +235,113 @@ def normalized_error(got: np.ndarray, ref: np.ndarray) -> float:
 def top1(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     return a.reshape(-1, a.shape[-1]).argmax(-1)
+
+
+def grouped_conv_net(seed: int = 4, hw: int = 9) -> onnx.ModelProto:
+    """Grouped conv (2 groups of 12 outputs: each group needs two 8-output crossbars), then a strided,
+    dilated depthwise conv, then a plain 1x1 conv; exercises groups on crossbars.
+
+    The default seed draws weights whose 8-bit quantization error against onnxruntime stays well
+    under 3e-2 on uniform inputs (some draws come close to it: the output is a signed feature map)."""
+    rng = np.random.default_rng(seed)
+    inits = {"W0": rng_weights(rng, (24, 3, 3, 3)), "B0": (0.1 * rng.standard_normal(24)).astype(np.float32),
+             "W1": rng_weights(rng, (24, 1, 3, 3)), "W2": rng_weights(rng, (4, 24, 1, 1))}
+    nodes = [
+        helper.make_node("Conv", ["x", "W0", "B0"], ["c0"], name="grouped", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1], group=2),
+        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+        helper.make_node("Conv", ["r0", "W1"], ["c1"], name="depthwise", kernel_shape=[3, 3], group=24,
+                         strides=[2, 2], dilations=[2, 2], pads=[2, 1, 2, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "W2"], ["y"], name="pointwise", kernel_shape=[1, 1]),
+    ]
+    return make_model(nodes, [vinfo("x", [1, 6, hw, hw])], ["y"], inits, name="grouped_conv_net")
+
+
+def conv1d_net(seed: int = 0, length: int = 20) -> onnx.ModelProto:
+    """1-D conv (stride 2, pad) -> Relu -> 1-D MaxPool -> 1-D conv -> Relu -> Flatten -> Gemm."""
+    rng = np.random.default_rng(seed)
+    inits = {"W0": rng_weights(rng, (16, 4, 5)), "B0": (0.1 * rng.standard_normal(16)).astype(np.float32),
+             "W1": rng_weights(rng, (8, 16, 3))}
+    nodes = [
+        helper.make_node("Conv", ["x", "W0", "B0"], ["c0"], name="conv1d_0", kernel_shape=[5], strides=[2],
+                         pads=[2, 2]),
+        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+        helper.make_node("MaxPool", ["r0"], ["p0"], name="pool", kernel_shape=[2], strides=[2]),
+        helper.make_node("Conv", ["p0", "W1"], ["c1"], name="conv1d_1", kernel_shape=[3], pads=[1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Flatten", ["r1"], ["f"], name="flatten"),
+    ]
+    probe = make_model(nodes, [vinfo("x", [1, 4, length])], ["f"], inits)
+    flat = probe.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    inits["G"] = rng_weights(rng, (flat, 6), 2.0 / np.sqrt(flat))
+    nodes.append(helper.make_node("Gemm", ["f", "G"], ["y"], name="fc"))
+    return make_model(nodes, [vinfo("x", [1, 4, length])], ["y"], inits, name="conv1d_net")
+
+
+def batch2_conv_net(seed: int = 0) -> onnx.ModelProto:
+    """:func:`wide_conv_net` whose model input carries a batch of 2 images (N = 2 inside the model)."""
+    model = wide_conv_net(seed)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    nodes = list(model.graph.node)[:-2]       # Conv, Relu
+    return make_model(nodes, [vinfo("x", [2, 8, 6, 6])], ["r"], inits, name="batch2_conv_net")
+
+
+def vector_ops_net(seed: int = 0) -> onnx.ModelProto:
+    """A strided, dilated Conv followed by every vector operator with constants on either side:
+    Mul, Sub (constant first), Div, Relu, AveragePool, Transpose, Reshape, MatMul, Softmax(axis=1)."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "W": rng_weights(rng, (8, 3, 3, 3)),
+        "m": (1.0 + 0.5 * rng.random((8, 1, 1))).astype(np.float32),
+        "s": (0.1 * rng.standard_normal((1, 8, 1, 1))).astype(np.float32),
+        "d": np.array(1.5, dtype=np.float32),
+        "shape": np.array([1, 4, 32], dtype=np.int64),
+        "G": rng_weights(rng, (32, 6), 2.0 / np.sqrt(32)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], name="conv", kernel_shape=[3, 3], strides=[2, 1],
+                         dilations=[1, 2], pads=[1, 2, 1, 2]),
+        helper.make_node("Mul", ["c", "m"], ["mul"], name="mul"),
+        helper.make_node("Sub", ["s", "mul"], ["sub"], name="sub"),
+        helper.make_node("Div", ["sub", "d"], ["div"], name="div"),
+        helper.make_node("Relu", ["div"], ["r"], name="relu"),
+        helper.make_node("AveragePool", ["r"], ["p"], name="avg", kernel_shape=[2, 2], strides=[1, 2],
+                         pads=[0, 0, 1, 0], count_include_pad=1),
+        helper.make_node("Transpose", ["p"], ["t"], name="transpose", perm=[0, 2, 3, 1]),
+        helper.make_node("Reshape", ["t", "shape"], ["rs"], name="reshape"),
+        helper.make_node("MatMul", ["rs", "G"], ["mm"], name="matmul"),
+        helper.make_node("Softmax", ["mm"], ["y"], name="softmax", axis=1),
+    ]
+    return make_model(nodes, [vinfo("x", [1, 3, 8, 8])], ["y"], inits, name="vector_ops_net")
+
+
+def two_io_net(seed: int = 0) -> onnx.ModelProto:
+    """Two inputs (``x`` image, ``z`` vector) and two outputs (a feature map and logits)."""
+    rng = np.random.default_rng(seed)
+    inits = {"W": rng_weights(rng, (4, 2, 3, 3)), "G": rng_weights(rng, (64, 5), 2.0 / 8)}
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["features"], name="relu"),
+        helper.make_node("Flatten", ["features"], ["f"], name="flatten"),
+        helper.make_node("MatMul", ["f", "G"], ["mm"], name="fc"),
+        helper.make_node("Add", ["mm", "z"], ["logits"], name="add_z"),
+    ]
+    return make_model(nodes, [vinfo("x", [1, 2, 4, 4]), vinfo("z", [1, 5])], ["features", "logits"], inits,
+                      name="two_io_net")
+
+
+def conv_chain_net(seed: int = 0, hw: int = 9) -> onnx.ModelProto:
+    """Convolutions feeding convolutions directly (no vector operator in between), so output rows
+    flow set by set: 3x3 (K=72, N=16) -> 3x3 stride 2 (K=144, N=16) -> 2x2 dilated (K=64, N=8)."""
+    rng = np.random.default_rng(seed)
+    inits = {"W0": rng_weights(rng, (16, 8, 3, 3)), "W1": rng_weights(rng, (16, 16, 3, 3)),
+             "W2": rng_weights(rng, (8, 16, 2, 2)), "B2": (0.1 * rng.standard_normal(8)).astype(np.float32)}
+    nodes = [
+        helper.make_node("Conv", ["x", "W0"], ["c0"], name="conv0", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["c0", "W1"], ["c1"], name="conv1", kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["c1", "W2", "B2"], ["y"], name="conv2", kernel_shape=[2, 2], dilations=[2, 2],
+                         pads=[1, 1, 0, 0]),
+    ]
+    return make_model(nodes, [vinfo("x", [1, 8, hw, hw])], ["y"], inits, name="conv_chain_net")

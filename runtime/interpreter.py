@@ -36,6 +36,8 @@ LEVELS = ("ideal",)
 #: Memory the runtime aims to stay within per batch chunk.
 MEMORY_BUDGET_BYTES = 1 << 30
 _COMMIT = -1
+#: Shortest float32 row chunk worth using; below it (16-bit operands) products run in float64.
+MIN_FLOAT32_ROWS = 64
 
 
 class ReadBeforeWrite(ProgramError):
@@ -232,8 +234,14 @@ class Machine:
                                  tuple(node["attrs"]["kernel"]))
             x_peak = (1 << q["x_bits"]) - 1
             w_peak = max(float(np.abs(w).max(initial=0)), 1.0)
-            step = max(1, int((2 ** 24 - 1) // (x_peak * w_peak)))
-            chunks = [(k0, w[k0:k0 + step].astype(np.float32)) for k0 in range(0, q["k"], step)]
+            step = int((2 ** 24 - 1) // (x_peak * w_peak))
+            dtype = np.float32
+            if step < min(q["k"], MIN_FLOAT32_ROWS):      # wide operands: float64 is exact to 2^53
+                step, dtype = int((2 ** 53 - 1) // (x_peak * w_peak)), np.float64
+            if step < 1:
+                raise ProgramError(f"layer {layer}: {q['x_bits']}-bit inputs times weights up to {w_peak:g} "
+                                   f"cannot be summed exactly")
+            chunks = [(k0, w[k0:k0 + step].astype(dtype)) for k0 in range(0, q["k"], step)]
             self._weights[key] = (chunks, len(xbars))
         return self._weights[key]
 
@@ -298,7 +306,7 @@ class Machine:
                 xq = codes
             part = None
             for k0, w in chunks:
-                piece = xq[..., k0:k0 + w.shape[0]] @ w
+                piece = xq[..., k0:k0 + w.shape[0]].astype(w.dtype, copy=False) @ w
                 part = piece if part is None else part.astype(np.float64) + piece
             acc_parts.append((g * n_group, part))
         if used != len(xbar_ids):

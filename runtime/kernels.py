@@ -230,3 +230,22 @@ def softmax(attrs: dict, x: np.ndarray) -> np.ndarray:
     axis = attrs["axis"] + 1
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+@kernel("FakeQuant")
+def fake_quant(attrs: dict, x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+    """ONNX QuantizeLinear followed by DequantizeLinear, in float32 as onnxruntime computes them.
+
+    The IR keeps quantized tensors as their dequantized float32 values, so a
+    quantization point is this round trip (round half to even, saturate).
+    """
+    rank = x.ndim - 1
+    axis = attrs.get("axis")
+    if scale.size > 1:                                   # per-axis: align with that axis
+        shape = [1] * (rank + 1)
+        shape[axis + 1] = -1
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    scale = scale.astype(np.float32)
+    zero = zero_point.astype(np.float32)
+    q = np.clip(np.rint(x / scale) + zero, attrs["qmin"], attrs["qmax"])
+    return ((q - zero) * scale).astype(np.float32)

@@ -22,8 +22,8 @@ import cimc
 from cimc.errors import CimcError
 from cimc.frontend import import_onnx, parse_input_shapes
 from cimc.inputs import check_arrays, load_npz
-from cimc.ir import Graph
-from cimc.passes.fuse import fold_bias_add
+from cimc.ir import PASS_ATTRS, Graph
+from cimc.passes.fuse import fold_batch_norm, fold_channel_affine
 from cimc.passes.mapping import Mapping, map_layers
 from cimc.passes.quantize import quantize
 from cimc.passes.schedule.cost import CostModel
@@ -58,17 +58,22 @@ def _calibration_arrays(graph: Graph, calibration) -> dict[str, np.ndarray] | No
 
 def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target", *,
             scheduler: str = "layer", calibration=None,
-            input_shapes: "list[str] | dict | None" = None) -> Program:
-    """Compile an ONNX model for a target; see ``cimc compile --help`` for the options."""
+            input_shapes: "list[str] | dict | None" = None,
+            constants: dict[str, np.ndarray] | None = None) -> Program:
+    """Compile an ONNX model for a target; see ``cimc compile --help`` for the options.
+
+    ``constants`` fixes model inputs to given arrays: weights that a model takes as
+    inputs (as the ONNX conformance cases do) must be known to be programmed.
+    """
     if scheduler not in SCHEDULERS:
         raise CimcError(f"unknown scheduler {scheduler!r}; available: {', '.join(SCHEDULERS)}")
     timer = _Timer({})
     target = load_target(target)
     with timer("frontend"):
-        imported = import_onnx(model, input_shapes)
+        imported = import_onnx(model, input_shapes, constants)
     graph = imported.graph
     with timer("fuse"):
-        folded = fold_bias_add(graph)
+        folded = fold_batch_norm(graph) + fold_channel_affine(graph)
     calib = _calibration_arrays(graph, calibration)
     with timer("quantize"):
         quantize(graph, target, calib)
@@ -115,7 +120,7 @@ def _report(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule, 
         "pe_utilization": schedule.busy_crossbar_cycles() / (used * makespan) if used and makespan else 0.0,
         "cells_programmed": sum((x.rows[1] - x.rows[0]) * (x.cols[1] - x.cols[0]) * target.columns_per_weight
                                 for lm in mapping.layers.values() for x in lm.crossbars),
-        "bias_adds_folded": folded, "layers": layers,
+        "affine_ops_folded": folded, "layers": layers,
         "calibration_samples": manifest["options"]["calibration_samples"],
     }
 
@@ -129,18 +134,24 @@ def _assemble(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule
               manifest: dict, report: dict) -> Program:
     arrays: dict[str, np.ndarray] = {}
     nodes = []
-    wdtype = np.int8 if target.precision.weight_bits <= 8 else np.int16
     for node in graph.nodes():
         entry = {"name": node.name, "op": node.op, "outputs": node.outputs,
-                 "attrs": {k: v for k, v in node.attrs.items() if k != "quant"}}
+                 "attrs": {k: v for k, v in node.attrs.items() if k not in PASS_ATTRS}}
         if node.is_crossbar:
             q = node.attrs["quant"]
             entry["inputs"] = [node.inputs[0]]
             entry["quant"] = {"x_scale": q.x_scale, "x_bits": q.x_bits, "x_signed": q.x_signed,
-                              "k": int(q.w_int.shape[0]), "n": int(q.w_int.shape[1])}
+                              "x_zero": q.x_zero, "k": int(q.w_int.shape[0]), "n": int(q.w_int.shape[1]),
+                              "out": None if q.out is None else {
+                                  "scale": float(q.out.scale), "zero": int(q.out.zero),
+                                  "qmin": q.out.qmin, "qmax": q.out.qmax}}
             arrays[f"layer/{node.name}/w_scale"] = q.w_scale.astype(np.float32)
             if q.bias is not None:
                 arrays[f"layer/{node.name}/bias"] = q.bias.astype(np.float32)
+            if q.bias_int is not None:
+                arrays[f"layer/{node.name}/bias_int"] = q.bias_int.astype(np.int64)
+            peak = int(np.abs(q.w_int).max(initial=0))
+            wdtype = np.int8 if peak < 128 else np.int16 if peak < 1 << 15 else np.int32
             for x in mapping.layers[node.name].crossbars:
                 arrays[f"xbar/{x.id}"] = q.w_int[x.rows[0]:x.rows[1], x.cols[0]:x.cols[1]].astype(wdtype)
         else:
@@ -158,4 +169,5 @@ def _assemble(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule
         inputs={n: list(graph.tensors[n].shape) for n in graph.inputs},
         outputs={n: list(graph.tensors[n].shape) for n in graph.outputs},
         tensors=tensors, nodes=_plain(nodes), crossbars=crossbars, tiles=_plain(tiles),
-        schedule=Schedule.from_dict(_plain(schedule.to_dict())), report=_plain(report), arrays=arrays)
+        schedule=Schedule.from_dict(_plain(schedule.to_dict())), report=_plain(report), arrays=arrays,
+        dtypes={n: np.dtype(graph.tensors[n].dtype).name for n in graph.inputs + graph.outputs})

@@ -20,7 +20,7 @@ from onnx import numpy_helper, shape_inference, version_converter
 from onnx.reference import ReferenceEvaluator
 
 from cimc.errors import ModelError, UnsupportedOperatorError
-from cimc.importers import IMPORTERS, ImportContext
+from cimc.importers import IMPORTERS, ImportContext, QuantizedConstant
 from cimc.ir import Graph, Tensor
 
 #: Models older than this opset are converted to it, so importers see one semantics per op.
@@ -117,11 +117,13 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
         raise ModelError(f"shape inference failed: {exc}".splitlines()[0]) from None
 
 
-def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+def _fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, QuantizedConstant]]:
     """Evaluate every node whose inputs are all known, with ONNX's reference evaluator.
 
     ``Shape`` of a statically shaped tensor is known too, which removes the
-    Shape/Gather/Concat chains PyTorch exports put in front of Reshape.
+    Shape/Gather/Concat chains PyTorch exports put in front of Reshape. A folded
+    DequantizeLinear also leaves its integer form behind, so quantized weights and
+    biases keep their exact integers.
     """
     graph = model.graph
     known: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
@@ -131,6 +133,7 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
         if vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
             static_shapes[vi.name] = tuple(d.dim_value for d in dims)
     opsets = {imp.domain or "": imp.version for imp in model.opset_import}
+    integers: dict[str, QuantizedConstant] = {}
     kept = []
     for node in graph.node:
         inputs = [i for i in node.input if i]
@@ -152,6 +155,12 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
             for name, value in zip(node.output, values):
                 if name:
                     known[name] = np.asarray(value)
+            if node.op_type == "DequantizeLinear":
+                args = [known[i] for i in node.input if i]
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+                integers[node.output[0]] = QuantizedConstant(
+                    args[0], args[1], args[2] if len(args) > 2 else np.zeros_like(args[0], shape=()),
+                    axis % max(args[0].ndim, 1))
             continue
         kept.append(node)
     used = {i for n in kept for i in n.input} | {o.name for o in graph.output}
@@ -161,7 +170,7 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
         list(graph.output),
         [numpy_helper.from_array(v, name=k) for k, v in known.items() if k in used])
     out = onnx.helper.make_model(new_graph, opset_imports=model.opset_import, ir_version=model.ir_version)
-    return out
+    return out, integers
 
 
 def _settle_ceil_mode(model: onnx.ModelProto) -> bool:
@@ -217,11 +226,26 @@ def _settle_ceil_mode(model: onnx.ModelProto) -> bool:
     return changed
 
 
+def _freeze_inputs(model: onnx.ModelProto, constants: dict[str, np.ndarray]) -> None:
+    """Turn the named graph inputs into initializers (weights supplied apart from the graph)."""
+    inputs = {i.name: i for i in model.graph.input}
+    for name, value in constants.items():
+        if name not in inputs:
+            raise ModelError(f"constant {name!r} is not a model input; inputs: {', '.join(inputs)}")
+        elem = inputs[name].type.tensor_type.elem_type
+        array = np.asarray(value, dtype=onnx.helper.tensor_dtype_to_np_dtype(elem))
+        model.graph.initializer.append(numpy_helper.from_array(array, name=name))
+
+
 def import_onnx(model: "str | Path | onnx.ModelProto",
-                input_shapes: "list[str] | dict[str, tuple[int, ...]] | None" = None) -> ImportedModel:
+                input_shapes: "list[str] | dict[str, tuple[int, ...]] | None" = None,
+                constants: dict[str, np.ndarray] | None = None) -> ImportedModel:
+    """Import a model; ``constants`` fixes graph inputs (weights fed as inputs) to given values."""
     proto, raw, source = load_model(model)
     model_hash = hashlib.sha256(raw).hexdigest()
     proto = onnx.ModelProto.FromString(raw) if isinstance(model, onnx.ModelProto) else proto
+    if constants:
+        _freeze_inputs(proto, constants)
     opset = _default_opset(proto)
     # Weights that are also listed as graph inputs are constants, not user inputs.
     initializers = {i.name for i in proto.graph.initializer}
@@ -240,20 +264,23 @@ def import_onnx(model: "str | Path | onnx.ModelProto",
             raise ModelError(f"cannot convert {source} from opset {opset} to {MIN_OPSET}: "
                              f"{str(exc).splitlines()[0]}") from None
     _fix_input_shapes(proto, parse_input_shapes(input_shapes))
-    proto = _infer(_fold_constants(_infer(proto)))
+    folded, integers = _fold_constants(_infer(proto))
+    proto = _infer(folded)
     if _settle_ceil_mode(proto):
         del proto.graph.value_info[:]
         for out in proto.graph.output:               # declared with the extra window too
             out.type.tensor_type.ClearField("shape")
         proto = _infer(proto)
-    graph = _lower(proto, source)
+    graph = _lower(proto, source, integers)
     return ImportedModel(graph=graph, model_hash=model_hash, opset=max(opset, MIN_OPSET), source=source)
 
 
-_FLOAT_INPUTS = {onnx.TensorProto.FLOAT}
+#: Model input types; integer inputs hold raw integers (quantized models' conformance cases).
+_INPUT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8, onnx.TensorProto.INT8,
+                onnx.TensorProto.UINT16, onnx.TensorProto.INT16, onnx.TensorProto.INT32}
 
 
-def _lower(model: onnx.ModelProto, source: str) -> Graph:
+def _lower(model: onnx.ModelProto, source: str, integers: dict[str, QuantizedConstant]) -> Graph:
     g = model.graph
     graph = Graph(g.name or Path(source).stem)
     for init in g.initializer:
@@ -267,12 +294,17 @@ def _lower(model: onnx.ModelProto, source: str) -> Graph:
         shapes[vi.name] = (dims, onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
     for inp in g.input:
         dims, dtype = shapes[inp.name]
-        if inp.type.tensor_type.elem_type not in _FLOAT_INPUTS:
+        if inp.type.tensor_type.elem_type not in _INPUT_TYPES:
             raise UnsupportedOperatorError(
-                f"model input {inp.name!r} has type {np.dtype(dtype).name}; cimc takes float32 inputs")
-        graph.add_tensor(Tensor(inp.name, dims, np.dtype(np.float32)))
+                f"model input {inp.name!r} has type {np.dtype(dtype).name}; cimc takes float32 and "
+                f"8/16/32-bit integer inputs")
+        graph.add_tensor(Tensor(inp.name, dims, np.dtype(dtype)))
         graph.inputs.append(inp.name)
-    ctx = ImportContext(graph, shapes)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    ctx = ImportContext(graph, shapes, integers, consumers, {o.name for o in g.output})
     for index, node in enumerate(g.node):
         if not node.name:
             node.name = f"{node.op_type}_{index}"

@@ -19,6 +19,8 @@ import numpy as np
 
 #: Operators lowered to matrix-vector multiplications on crossbars.
 CROSSBAR_OPS = frozenset({"Conv", "MatMul"})
+#: Attributes passes attach to nodes (not operator semantics): never printed or stored as such.
+PASS_ATTRS = frozenset({"quant", "given_quant"})
 
 
 @dataclass
@@ -41,13 +43,33 @@ class Tensor:
         return f"{np.dtype(self.dtype).name}[{dims}]"
 
 
+@dataclass(frozen=True)
+class QuantGrid:
+    """An integer grid of real values: ``real = (q - zero) * scale`` with ``q`` in [qmin, qmax]."""
+
+    scale: np.ndarray          # scalar or per channel, float32
+    zero: np.ndarray           # same shape as scale, integer-valued
+    qmin: int
+    qmax: int
+
+    @classmethod
+    def for_dtype(cls, scale, zero, dtype) -> "QuantGrid":
+        info = np.iinfo(np.dtype(dtype))
+        scale, zero = np.asarray(scale, dtype=np.float32), np.asarray(zero, dtype=np.int64)
+        if scale.size == 1 and zero.size == 1:          # per tensor: scalars, whatever the file's shape
+            scale, zero = scale.reshape(()), zero.reshape(())
+        return cls(scale, zero, int(info.min), int(info.max))
+
+
 @dataclass
 class CrossbarQuant:
     """Integer form of one crossbar operator: what the crossbars and the digital periphery hold.
 
-    ``y = (x_q @ w_int) * (x_scale * w_scale) + bias`` with ``x_q`` the activation
-    rounded to ``x_bits`` bits (unsigned when ``x_signed`` is false) and ``w_int``
-    the (K, N) weight matrix in symmetric per-output-channel integers.
+    Inputs become DAC codes ``q = clip(rint(x / x_scale) + x_zero, lo, hi)``; the
+    crossbars sum ``(q - x_zero) @ w_int``; the periphery then either scales to
+    float, ``acc * x_scale * w_scale + bias``, or, when ``out`` is given (models
+    quantized by onnxruntime), adds the integer ``bias_int`` and requantizes to
+    the output grid exactly as onnxruntime's integer kernels do.
     """
 
     x_scale: float
@@ -56,6 +78,9 @@ class CrossbarQuant:
     w_int: np.ndarray
     w_scale: np.ndarray
     bias: np.ndarray | None
+    x_zero: int = 0
+    bias_int: np.ndarray | None = None
+    out: QuantGrid | None = None
 
     @property
     def x_range(self) -> tuple[int, int]:
@@ -205,7 +230,7 @@ class Graph:
                 tensor = self.tensors[t]
                 args.append(f"const {tensor.describe()}" if tensor.is_constant else f"%{t}")
             attrs = ", ".join(f"{k}={_fmt_attr(v)}" for k, v in sorted(node.attrs.items())
-                              if k != "quant")
+                              if k not in PASS_ATTRS)
             outs = ", ".join(f"%{o}: {self.tensors[o].describe()}" for o in node.outputs)
             kind = "xbar" if node.is_crossbar else "vec "
             lines.append(f"  {kind}   {outs} = {node.op}({', '.join(args)})"
@@ -221,7 +246,7 @@ class Graph:
             "outputs": [{"name": n, "shape": list(self.tensors[n].shape),
                          "dtype": np.dtype(self.tensors[n].dtype).name} for n in self.outputs],
             "nodes": [{"name": n.name, "op": n.op, "inputs": n.inputs, "outputs": n.outputs,
-                       "attrs": {k: _json_attr(v) for k, v in n.attrs.items() if k != "quant"},
+                       "attrs": {k: _json_attr(v) for k, v in n.attrs.items() if k not in PASS_ATTRS},
                        "crossbar": n.is_crossbar} for n in self.nodes()],
         }
 

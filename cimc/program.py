@@ -60,6 +60,8 @@ class Program:
     schedule: Schedule
     report: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Element type of every model input and output (integer ones hold raw integers).
+    dtypes: dict[str, str] = field(default_factory=dict)
     #: Wall time of each compile stage; not stored in the file (it would break determinism).
     pass_seconds: dict[str, float] = field(default_factory=dict, compare=False)
 
@@ -102,7 +104,7 @@ class Program:
 
     # -- persistence -------------------------------------------------------------
     def _body(self) -> dict[str, Any]:
-        return {"inputs": self.inputs, "outputs": self.outputs, "tensors": self.tensors,
+        return {"inputs": self.inputs, "outputs": self.outputs, "dtypes": self.dtypes, "tensors": self.tensors,
                 "nodes": self.nodes, "crossbars": self.crossbars, "tiles": self.tiles,
                 "schedule": self.schedule.to_dict(), "report": self.report}
 
@@ -245,4 +247,4 @@ def _decode(members: list[tuple[str, bytes]]) -> Program:
     return Program(manifest=manifest, target=target, inputs=body["inputs"], outputs=body["outputs"],
                    tensors=body["tensors"], nodes=body["nodes"], crossbars=body["crossbars"],
                    tiles=body["tiles"], schedule=Schedule.from_dict(body["schedule"]),
-                   report=body["report"], arrays=arrays)
+                   report=body["report"], arrays=arrays, dtypes=body["dtypes"])

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cimc.errors import InputError
-from cimc.ir import CrossbarQuant, Graph, Node
+from cimc.errors import CapacityError, InputError
+from cimc.ir import CrossbarQuant, Graph, Node, QuantGrid
 from cimc.runtime.graph_eval import iter_eval
 from cimc.targets import Target
 
@@ -88,8 +88,39 @@ def synthetic_data(graph: Graph, rng: np.random.Generator) -> dict[str, np.ndarr
             for name in graph.inputs}
 
 
+def _given(node: Node, graph: Graph, target: Target) -> CrossbarQuant:
+    """The quantization a pre-quantized model (QDQ or QOperator) fixed; checked against the target."""
+    g = node.attrs["given_quant"]
+    x: QuantGrid = g["x"]
+    w_q = np.asarray(g["w_q"]).astype(np.int64)
+    w_int = (w_q.reshape(w_q.shape[0], -1).T if node.op == "Conv" else w_q) - np.asarray(g["w_zero"])
+    x_bits = int(np.ceil(np.log2(x.qmax - x.qmin + 1)))
+    # The crossbars hold the model's own integers; zero points are corrected digitally
+    # (sum(x * (w - zw)) = sum(x * w) - zw * sum(x)), so the stored type decides the width.
+    w_bits = 8 * np.dtype(g["w_q"].dtype).itemsize
+    if w_bits > target.precision.weight_bits or x_bits > target.precision.activation_bits:
+        raise CapacityError(
+            f"layer {node.name} is quantized to {w_bits}-bit weights and {x_bits}-bit activations; target "
+            f"{target.name} holds {target.precision.weight_bits}-bit weights and "
+            f"{target.precision.activation_bits}-bit activations. Choose a wider target (e.g. hp16)")
+    w_scale = np.broadcast_to(np.asarray(g["w_scale"], dtype=np.float32), (w_int.shape[1],)).copy()
+    bias_int = None if g.get("bias_int") is None else np.asarray(g["bias_int"], dtype=np.int64)
+    return CrossbarQuant(x_scale=float(x.scale), x_bits=x_bits, x_signed=x.qmin < 0, w_int=w_int,
+                         w_scale=w_scale, bias=None, x_zero=int(x.zero), bias_int=bias_int, out=g.get("out"))
+
+
 def quantize(graph: Graph, target: Target, calibration: dict[str, np.ndarray] | None) -> dict[str, Range]:
-    """Attach a :class:`CrossbarQuant` to every crossbar node; return the observed ranges."""
+    """Attach a :class:`CrossbarQuant` to every crossbar node; return the observed ranges.
+
+    Operators a pre-quantized model already fixed keep the model's own numbers;
+    the others are calibrated.
+    """
+    free = [n for n in graph.crossbar_nodes() if "given_quant" not in n.attrs]
+    for node in graph.crossbar_nodes():
+        if "given_quant" in node.attrs:
+            node.attrs["quant"] = _given(node, graph, target)
+    if not free:
+        return {}
     if calibration is None:
         warnings.warn("no calibration data given: activation scales are estimated from "
                       f"{SYNTHETIC_SAMPLES} standard-normal inputs and may cost accuracy; pass "
@@ -98,7 +129,7 @@ def quantize(graph: Graph, target: Target, calibration: dict[str, np.ndarray] | 
         calibration = synthetic_data(graph, np.random.default_rng(0))
     ranges = observe_ranges(graph, calibration)
     wb, ab = target.precision.weight_bits, target.precision.activation_bits
-    for node in graph.crossbar_nodes():
+    for node in free:
         x = node.inputs[0]
         if x not in ranges:
             raise InputError(f"calibration data gave no values for tensor {x!r}")
@@ -109,4 +140,3 @@ def quantize(graph: Graph, target: Target, calibration: dict[str, np.ndarray] | 
             x_scale=x_scale, x_bits=ab, x_signed=x_signed, w_int=w_int, w_scale=w_scale,
             bias=None if bias is None else np.asarray(bias, dtype=np.float32))
     return ranges
-

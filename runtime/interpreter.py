@@ -66,6 +66,19 @@ def _rows_of(shape: tuple[int, ...]) -> int:
     return shape[2] if len(shape) == 4 else 1
 
 
+def _code_range(q: dict) -> tuple[int, int]:
+    """DAC code range of a layer's inputs."""
+    if q["x_signed"]:
+        return -(1 << (q["x_bits"] - 1)), (1 << (q["x_bits"] - 1)) - 1
+    return 0, (1 << q["x_bits"]) - 1
+
+
+def _code_peak(q: dict) -> int:
+    """Largest magnitude of a zero-point-centred code: what bounds every partial sum."""
+    lo, hi = _code_range(q)
+    return max(abs(lo - q["x_zero"]), abs(hi - q["x_zero"]))
+
+
 class Machine:
     """One execution of a program over one batch chunk."""
 
@@ -107,7 +120,9 @@ class Machine:
         q = node["quant"]
         w_peak = max((float(np.abs(self.p.arrays[f"xbar/{x['id']}"]).max(initial=0))
                       for x in self.layer_xbars[node["name"]]), default=0.0)
-        return np.float32 if q["k"] * ((1 << q["x_bits"]) - 1) * w_peak < 2 ** 24 else np.float64
+        bias_peak = float(np.abs(self.p.arrays.get(f"layer/{node['name']}/bias_int", np.zeros(1))).max())
+        peak = q["k"] * _code_peak(q) * w_peak + bias_peak
+        return np.float32 if peak < 2 ** 24 else np.float64
 
     def _acc_shape(self, node: dict) -> tuple[int, ...]:
         out = self._shape(node["outputs"][0])
@@ -232,7 +247,7 @@ class Machine:
             if node["op"] == "Conv":                 # match the channels-last unfolding
                 w = weights_khwc(w, q["k"] // (node["attrs"]["kernel"][0] * node["attrs"]["kernel"][1]),
                                  tuple(node["attrs"]["kernel"]))
-            x_peak = (1 << q["x_bits"]) - 1
+            x_peak = _code_peak(q)
             w_peak = max(float(np.abs(w).max(initial=0)), 1.0)
             step = int((2 ** 24 - 1) // (x_peak * w_peak))
             dtype = np.float32
@@ -261,8 +276,7 @@ class Machine:
         a, b = rows
         todo = np.flatnonzero(~done[a:b])
         if todo.size:
-            lo, hi = (-(1 << (q["x_bits"] - 1)), (1 << (q["x_bits"] - 1)) - 1) if q["x_signed"] \
-                else (0, (1 << q["x_bits"]) - 1)
+            lo, hi = _code_range(q)
             first, last = a + todo[0], a + todo[-1] + 1
             if conv and x.ndim == 5:
                 src, dst = to_nhwc(x[:, :, :, first:last], 2), codes[:, first:last]
@@ -270,11 +284,14 @@ class Machine:
                 src, dst = to_nhwc(x, node["attrs"].get("rank", 2)), codes
             else:
                 src, dst = x, codes
+            # QuantizeLinear's arithmetic (float32 division, round half to even, saturate), then
+            # the zero point taken off: crossbars see centred codes, padding included.
             dst[...] = src                    # the one layout change, then in-place passes
-            np.multiply(dst, np.float32(1.0 / q["x_scale"]), out=dst)
+            np.divide(dst, np.float32(q["x_scale"]), out=dst)
             np.rint(dst, out=dst)
-            np.maximum(dst, np.float32(lo), out=dst)
-            np.minimum(dst, np.float32(hi), out=dst)
+            z = q["x_zero"]
+            np.maximum(dst, np.float32(lo - z), out=dst)
+            np.minimum(dst, np.float32(hi - z), out=dst)
             done[first:last] = True
         return codes
 
@@ -333,26 +350,42 @@ class Machine:
         q = node["quant"]
         r0, r1 = ins["rows"]
         acc = self._read(tile, accumulator(node["name"]), (r0, r1), need=len(self.layer_xbars[node["name"]]))
-        # The digital periphery scales by one float32 factor per channel and adds the float32 bias.
-        scale = (q["x_scale"] * self.p.arrays[f"layer/{node['name']}/w_scale"].astype(np.float64)).astype(np.float32)
-        bias_key = f"layer/{node['name']}/bias"
         out_name = node["outputs"][0]
         out_shape = self._shape(out_name)
         buf = self._buffer(tile, out_name)
-        bias = self.p.arrays.get(bias_key)
         if node["op"] == "Conv":
-            # Scale and bias straight into the (B, N, C, R, W) rows: one pass each, no temporaries.
             acc = acc[:, r0:r1].reshape((self.batch, out_shape[0], r1 - r0) + acc.shape[2:])
-            acc = acc.transpose(0, 1, 4, 2, 3)
+            acc = acc.transpose(0, 1, 4, 2, 3)                          # (B, N, C, R, W) view
             dst = buf.data[:, :, :, r0:r1] if len(out_shape) == 4 else buf.data[:, :, :, None, :]
-            np.multiply(acc, scale[:, None, None], out=dst, casting="unsafe")
-            if bias is not None:
-                np.add(dst, bias[:, None, None], out=dst)
+            channel = (slice(None), None, None)
         else:
-            np.multiply(acc, scale, out=buf.data, casting="unsafe")
-            if bias is not None:
-                np.add(buf.data, bias, out=buf.data)
+            dst, channel = buf.data, (slice(None),)
+        self._periphery(node, acc, dst, channel)
         buf.count[r0:r1] = 1
+
+    def _periphery(self, node: dict, acc: np.ndarray, dst: np.ndarray, channel: tuple) -> None:
+        """Digital periphery: exact sums -> output activations, written straight into ``dst``."""
+        q = node["quant"]
+        arrays = self.p.arrays
+        w_scale = arrays[f"layer/{node['name']}/w_scale"]
+        out = q.get("out")
+        if out is None:
+            # One float32 factor per channel, then the float32 bias.
+            scale = (q["x_scale"] * w_scale.astype(np.float64)).astype(np.float32)
+            np.multiply(acc, scale[channel], out=dst, casting="unsafe")
+            bias = arrays.get(f"layer/{node['name']}/bias")
+            if bias is not None:
+                np.add(dst, bias[channel], out=dst)
+            return
+        # onnxruntime's requantization: float32(acc + bias) * float32(sx * sw / sy), rounded half to
+        # even, saturated to the output type, then represented by its dequantized value.
+        bias_int = arrays.get(f"layer/{node['name']}/bias_int")
+        total = acc if bias_int is None else acc + bias_int[channel]
+        factor = (np.float32(q["x_scale"]) * w_scale.astype(np.float32)) / np.float32(out["scale"])
+        y = total.astype(np.float32) * factor[channel]
+        np.rint(y, out=y)
+        np.clip(y, out["qmin"] - out["zero"], out["qmax"] - out["zero"], out=y)
+        np.multiply(y, np.float32(out["scale"]), out=dst, casting="unsafe")
 
 
 def _chunk_size(program: Program) -> int:
@@ -391,10 +424,19 @@ def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             done = list(pool.map(one, starts))
-    outputs = {name: np.concatenate([d[0][name] for d in done]) for name in program.outputs}
+    outputs = {name: _as_model_type(np.concatenate([d[0][name] for d in done]), program.dtypes.get(name))
+               for name in program.outputs}
     if not batched:
         outputs = {k: v[0] for k, v in outputs.items()}
     return Result(outputs, _summarize(program, done[-1][1], level, total, time.perf_counter() - started))
+
+
+def _as_model_type(values: np.ndarray, dtype: str | None) -> np.ndarray:
+    """Outputs in the model's own element type; integer ones are exact integers in float32 here."""
+    if dtype is None or np.dtype(dtype).kind not in "iu":
+        return values
+    info = np.iinfo(np.dtype(dtype))
+    return np.clip(np.rint(values), info.min, info.max).astype(dtype)
 
 
 def _summarize(program: Program, raw: dict, level: str, batch: int, seconds: float) -> dict:

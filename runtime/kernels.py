@@ -200,12 +200,14 @@ def max_pool(attrs: dict, x: np.ndarray) -> np.ndarray:
 def average_pool(attrs: dict, x: np.ndarray) -> np.ndarray:
     rank = attrs.get("rank", 2)
     x4 = _as_4d(x, rank)
-    total = _taps(_pool_input(x4, attrs, 0.0), attrs, np.add, np.float64)
+    # float32 sums in window order, as onnxruntime's pooling computes them: quantized
+    # models requantize the result, and a different rounding flips quantization steps.
+    total = _taps(_pool_input(x4, attrs, 0.0), attrs, np.add, np.float32)
     # Count what each window averages over: real inputs, plus explicit pads when
     # count_include_pad, never the ceil_mode overhang.
     ones = np.ones((1, 1) + x4.shape[2:], dtype=np.float64)
     mask = _pool_input(ones, attrs, 0.0, edge=1.0 if attrs.get("count_include_pad") else 0.0)
-    count = _taps(mask, attrs, np.add, np.float64)
+    count = _taps(mask, attrs, np.add, np.float32)
     return _from_4d((total / count).astype(np.float32), x.shape[0], rank)
 
 
@@ -232,20 +234,307 @@ def softmax(attrs: dict, x: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
 
 
-@kernel("FakeQuant")
-def fake_quant(attrs: dict, x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
-    """ONNX QuantizeLinear followed by DequantizeLinear, in float32 as onnxruntime computes them.
+# -- activations (float32 in, float32 out; the arithmetic onnxruntime does) ----------------------
 
-    The IR keeps quantized tensors as their dequantized float32 values, so a
-    quantization point is this round trip (round half to even, saturate).
+@kernel("LeakyRelu")
+def leaky_relu(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return np.where(x >= 0, x, x * np.float32(attrs["alpha"]))
+
+
+@kernel("PRelu")
+def prelu(attrs: dict, x: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    rank = max(x.ndim, slope.ndim) - 1
+    x, slope = _align(x, rank), _align(slope, rank)
+    return np.where(x < 0, x * slope, x).astype(np.float32, copy=False)
+
+
+@kernel("Clip")
+def clip(attrs: dict, x: np.ndarray) -> np.ndarray:
+    """min(max(x, min), max): with min > max every value becomes max, as ONNX specifies."""
+    if "min" in attrs:
+        x = np.maximum(x, np.float32(attrs["min"]))
+    if "max" in attrs:
+        x = np.minimum(x, np.float32(attrs["max"]))
+    return x
+
+
+@kernel("Sigmoid")
+def sigmoid(attrs: dict, x: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(x))                      # never overflows
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+@kernel("HardSigmoid")
+def hard_sigmoid(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return np.clip(x * np.float32(attrs["alpha"]) + np.float32(attrs["beta"]), 0, 1)
+
+
+@kernel("HardSwish")
+def hard_swish(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return x * np.clip(x * np.float32(1 / 6) + np.float32(0.5), 0, 1)
+
+
+@kernel("Tanh")
+def tanh(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return np.tanh(x)
+
+
+@kernel("Elu")
+def elu(attrs: dict, x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.where(x >= 0, x, np.float32(attrs["alpha"]) * (np.exp(x) - 1))
+
+
+@kernel("Selu")
+def selu(attrs: dict, x: np.ndarray) -> np.ndarray:
+    alpha, gamma = np.float32(attrs["alpha"]), np.float32(attrs["gamma"])
+    with np.errstate(over="ignore"):
+        return np.where(x > 0, gamma * x, gamma * (alpha * np.exp(x) - alpha))
+
+
+@kernel("Softplus")
+def softplus(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(np.float32(0), x)
+
+
+@kernel("Neg")
+def neg(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return -x
+
+
+@kernel("Abs")
+def abs_(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return np.abs(x)
+
+
+@kernel("Exp")
+def exp(attrs: dict, x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.exp(x)
+
+
+@kernel("Sqrt")
+def sqrt(attrs: dict, x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(x)
+
+
+@kernel("Pow")
+def power(attrs: dict, x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    rank = max(x.ndim, exponent.ndim) - 1
+    with np.errstate(all="ignore"):
+        return np.power(_align(x, rank), _align(exponent, rank)).astype(np.float32, copy=False)
+
+
+#: erf(x) = x * P(x^2) / Q(x^2) on [-4, 4] (Eigen's float approximation; erf is +-1 beyond in
+#: float32). Evaluated in float64 it is within 1e-7 of the true value.
+_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+          -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+          -1.42647390514189e-02)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, -4, 4).astype(np.float64)
+    x2 = x * x
+    return x * np.polyval(_ERF_P, x2) / np.polyval(_ERF_Q, x2)
+
+
+@kernel("Erf")
+def erf(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return _erf(x).astype(np.float32)
+
+
+@kernel("Gelu")
+def gelu(attrs: dict, x: np.ndarray) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    if attrs["approximate"] == "tanh":
+        inner = np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64 ** 3))
+    else:
+        inner = _erf(x64 * np.sqrt(0.5))
+    return (0.5 * x64 * (1 + inner)).astype(np.float32)
+
+
+@kernel("BatchNormalization")
+def batch_normalization(attrs: dict, x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray,
+                        var: np.ndarray) -> np.ndarray:
+    """Inference form: the per-channel affine ``x * m + (bias - mean * m)``, ``m = scale / sqrt(var + eps)``.
+
+    Parameters are per channel (axis 1 of the model's shape); the affine is
+    derived in float64 and applied in float32.
     """
-    rank = x.ndim - 1
-    axis = attrs.get("axis")
-    if scale.size > 1:                                   # per-axis: align with that axis
-        shape = [1] * (rank + 1)
-        shape[axis + 1] = -1
-        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
-    scale = scale.astype(np.float32)
-    zero = zero_point.astype(np.float32)
-    q = np.clip(np.rint(x / scale) + zero, attrs["qmin"], attrs["qmax"])
-    return ((q - zero) * scale).astype(np.float32)
+    channels = (1, 1, -1) + (1,) * (x.ndim - 3)          # (B, N, C, ...)
+    m = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + attrs["epsilon"])
+    shift = bias.astype(np.float64) - mean.astype(np.float64) * m
+    y = x * m.astype(np.float32).reshape(channels)
+    y += shift.astype(np.float32).reshape(channels)
+    return y
+
+
+@kernel("LRN")
+def lrn(attrs: dict, x: np.ndarray) -> np.ndarray:
+    """x / (bias + alpha / size * sum of squares over a window of ``size`` channels) ** beta.
+
+    The window sums are differences of one cumulative sum over the (zero-padded)
+    channel axis, in float64 so the differences do not cancel.
+    """
+    size = attrs["size"]
+    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    channels = x.shape[2]
+    widths = [(0, 0)] * x.ndim
+    widths[2] = (before + 1, after)                # one more leading zero: sums start at 0
+    csum = np.cumsum(np.pad(np.square(x, dtype=np.float64), widths), axis=2)
+    window = csum[:, :, size:size + channels] - csum[:, :, :channels]
+    base = attrs["bias"] + attrs["alpha"] / size * window
+    return (x / base ** attrs["beta"]).astype(np.float32)
+
+
+# -- n-ary elementwise -------------------------------------------------------------------------
+
+def _fold(fn: np.ufunc, xs: tuple[np.ndarray, ...]) -> np.ndarray:
+    rank = max(x.ndim for x in xs) - 1
+    out = _align(xs[0], rank)
+    for x in xs[1:]:
+        out = fn(out, _align(x, rank))
+    return out
+
+
+@kernel("Sum")
+def sum_(attrs: dict, *xs: np.ndarray) -> np.ndarray:
+    return _fold(np.add, xs)
+
+
+@kernel("Max")
+def max_(attrs: dict, *xs: np.ndarray) -> np.ndarray:
+    return _fold(np.maximum, xs)
+
+
+@kernel("Min")
+def min_(attrs: dict, *xs: np.ndarray) -> np.ndarray:
+    return _fold(np.minimum, xs)
+
+
+# -- reductions --------------------------------------------------------------------------------
+
+@kernel("GlobalMaxPool")
+def global_max_pool(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return x.max(axis=tuple(range(3, x.ndim)), keepdims=True)
+
+
+@kernel("ReduceMean")
+def reduce_mean(attrs: dict, x: np.ndarray) -> np.ndarray:
+    axes = tuple(a + 1 for a in attrs["axes"])
+    return x.mean(axis=axes, keepdims=bool(attrs["keepdims"]), dtype=np.float64).astype(np.float32)
+
+
+# -- data movement -----------------------------------------------------------------------------
+
+@kernel("Concat")
+def concat(attrs: dict, *xs: np.ndarray) -> np.ndarray:
+    batch = max(x.shape[0] for x in xs)                  # constants come with a batch of 1
+    parts = [np.broadcast_to(x, (batch,) + x.shape[1:]) for x in xs]
+    return np.concatenate(parts, axis=attrs["axis"] + 1)
+
+
+@kernel("DepthToSpace")
+def depth_to_space(attrs: dict, x: np.ndarray) -> np.ndarray:
+    b = attrs["blocksize"]
+    batch, n, c, h, w = x.shape
+    if attrs["mode"] == "DCR":           # channels ordered (row offset, column offset, depth)
+        y = x.reshape(batch * n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
+    else:                                # CRD: (depth, row offset, column offset)
+        y = x.reshape(batch * n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+    return y.reshape(batch, n, c // (b * b), h * b, w * b)
+
+
+@kernel("SpaceToDepth")
+def space_to_depth(attrs: dict, x: np.ndarray) -> np.ndarray:
+    b = attrs["blocksize"]
+    batch, n, c, h, w = x.shape
+    y = x.reshape(batch * n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
+    return y.reshape(batch, n, c * b * b, h // b, w // b)
+
+
+@kernel("Pad")
+def pad(attrs: dict, x: np.ndarray) -> np.ndarray:
+    """Negative pads crop first; the rest is padded (constant, reflect or edge) around what is left."""
+    pads = attrs["pads"]
+    rank = len(pads) // 2
+    crop = tuple(slice(max(-pads[i], 0), x.shape[i + 1] - max(-pads[rank + i], 0)) for i in range(rank))
+    widths = [(0, 0)] + [(max(pads[i], 0), max(pads[rank + i], 0)) for i in range(rank)]
+    x = x[(slice(None),) + crop]
+    if attrs["mode"] == "constant":
+        return np.pad(x, widths, mode="constant", constant_values=np.float32(attrs["value"]))
+    return np.pad(x, widths, mode=attrs["mode"])
+
+
+def _source_coordinates(mode: str, out: int, size: int, scale: float) -> np.ndarray:
+    """Where output positions 0..out-1 of a resized axis fall in the input axis (of ``size``).
+
+    Computed in float32 in onnxruntime's order of operations, so positions that
+    land exactly between two pixels round the same way.
+    """
+    y = np.arange(out, dtype=np.float32)
+    s, half = np.float32(scale), np.float32(0.5)
+    if mode == "asymmetric":
+        return y / s
+    if mode == "tf_half_pixel_for_nn":
+        return (y + half) / s
+    if mode == "align_corners":
+        return np.zeros_like(y) if out == 1 else y * np.float32(size - 1) / np.float32(out - 1)
+    if mode == "pytorch_half_pixel" and out == 1:
+        return np.zeros_like(y)
+    if mode == "half_pixel_symmetric":
+        adjustment = np.float32(out) / (s * np.float32(size))
+        offset = np.float32(size) / np.float32(2) * (np.float32(1) - adjustment)
+        return offset + (y + half) / s - half
+    return (y + half) / s - half                            # half_pixel, pytorch_half_pixel
+
+
+def _nearest_index(x: np.ndarray, mode: str, size: int) -> np.ndarray:
+    if mode == "ceil":
+        index = np.ceil(x)
+    else:
+        floor = np.floor(x)
+        frac = x - floor                                    # exact in float arithmetic
+        if mode == "round_prefer_floor":
+            index = floor + (frac > 0.5)
+        elif mode == "round_prefer_ceil":
+            index = floor + (frac >= 0.5)
+        else:
+            index = floor
+    return np.clip(index, 0, size - 1).astype(np.intp)
+
+
+@kernel("Resize")
+def resize(attrs: dict, x: np.ndarray) -> np.ndarray:
+    """Nearest or linear resizing, one axis at a time (both are separable): gathers by index arrays."""
+    for axis, scale, out in zip(attrs["axes"], attrs["scales"], attrs["sizes"]):
+        size = x.shape[axis + 1]
+        coords = _source_coordinates(attrs["coordinate_transformation_mode"], out, size, scale)
+        if attrs["mode"] == "nearest":
+            x = np.take(x, _nearest_index(coords, attrs["nearest_mode"], size), axis=axis + 1)
+            continue
+        coords = np.clip(coords, 0, size - 1)                 # beyond the edges: the edge pixel
+        low = coords.astype(np.intp)
+        high = np.minimum(low + 1, size - 1)
+        w = (coords - low.astype(np.float32)).reshape((-1,) + (1,) * (x.ndim - axis - 2))
+        x = np.take(x, low, axis=axis + 1) * (1 - w) + np.take(x, high, axis=axis + 1) * w
+    return x
+
+
+@kernel("ZeroInsert")
+def zero_insert(attrs: dict, x: np.ndarray) -> np.ndarray:
+    """Stride-1 zeros between pixels, then pads (positive) or crops (negative) on each side.
+
+    With it a transposed convolution is an ordinary stride-1 convolution of the
+    result, which is how ConvTranspose reaches the crossbars.
+    """
+    rank = attrs.get("rank", 2)
+    x4 = _as_4d(x, rank)
+    (sh, sw), (bt, bl, bb, br) = attrs["strides"], attrs["pads"]
+    n, c, h, w = x4.shape
+    spread = np.zeros((n, c, (h - 1) * sh + 1, (w - 1) * sw + 1), dtype=x4.dtype)
+    spread[:, :, ::sh, ::sw] = x4
+    cropped = spread[:, :, max(0, -bt):spread.shape[2] - max(0, -bb), max(0, -bl):spread.shape[3] - max(0, -br)]
+    return _from_4d(_pad(cropped, (max(0, bt), max(0, bb)), (max(0, bl), max(0, br)), 0.0), x.shape[0], rank)

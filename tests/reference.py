@@ -3,7 +3,8 @@
 It reads what a compiled :class:`cimc.Program` stores (crossbar contents, activation
 scales, weight scales, biases, vector operators) and evaluates the operator graph
 directly: every crossbar operator as ``codes(x) @ w_int * (x_scale * w_scale) + bias``
-with ``codes(x) = clip(rint(x / x_scale))``, in float64, convolutions through the
+with ``codes(x) = clip(rint(x / x_scale) + x_zero) - x_zero`` (QuantizeLinear's arithmetic),
+or, for pre-quantized models, requantized to the output grid as onnxruntime does, in float64, convolutions through the
 float kernel (which is checked against onnxruntime in test_kernels). No instruction
 streams, tiles, messages or schedules are involved, so a runtime that moves data
 wrongly, mixes convolution groups or drops partial sums disagrees with it far beyond
@@ -35,7 +36,18 @@ def integer_weights(program: Program, layer: str) -> np.ndarray:
 def codes(x: np.ndarray, q: dict) -> np.ndarray:
     lo, hi = (-(1 << (q["x_bits"] - 1)), (1 << (q["x_bits"] - 1)) - 1) if q["x_signed"] \
         else (0, (1 << q["x_bits"]) - 1)
-    return np.clip(np.rint(x.astype(np.float32) * np.float32(1.0 / q["x_scale"])), lo, hi).astype(np.float64)
+    z = q.get("x_zero", 0)
+    return np.clip(np.rint(x.astype(np.float32) / np.float32(q["x_scale"])) + z, lo, hi).astype(np.float64) - z
+
+
+def requantize(acc: np.ndarray, q: dict, w_scale: np.ndarray, bias_int, channels: tuple) -> np.ndarray:
+    """onnxruntime's integer-kernel output: float32(acc + bias) * float32(sx * sw / sy), rounded, saturated."""
+    out = q["out"]
+    total = acc if bias_int is None else acc + bias_int.astype(np.float64).reshape(channels)
+    factor = (np.float32(q["x_scale"]) * w_scale.astype(np.float32)) / np.float32(out["scale"])
+    y = np.rint(total.astype(np.float32) * factor.reshape(channels))
+    y = np.clip(y, out["qmin"] - out["zero"], out["qmax"] - out["zero"])
+    return y.astype(np.float64) * np.float32(out["scale"])
 
 
 def evaluate_program(program: Program, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -48,8 +60,10 @@ def evaluate_program(program: Program, inputs: dict[str, np.ndarray]) -> dict[st
             q = node["quant"]
             name = node["name"]
             w = integer_weights(program, name)
-            scale = q["x_scale"] * program.arrays[f"layer/{name}/w_scale"].astype(np.float64)
+            w_scale = program.arrays[f"layer/{name}/w_scale"]
+            scale = q["x_scale"] * w_scale.astype(np.float64)
             bias = program.arrays.get(f"layer/{name}/bias")
+            bias_int = program.arrays.get(f"layer/{name}/bias_int")
             xq = codes(env[node["inputs"][0]], q)
             if op == "Conv":
                 kh, kw = attrs["kernel"]
@@ -57,13 +71,15 @@ def evaluate_program(program: Program, inputs: dict[str, np.ndarray]) -> dict[st
                 weight = w.T.reshape(q["n"], cin_g, kh, kw)
                 acc = conv_float(xq, weight, None, attrs).astype(np.float64)   # exact integer sums
                 channels = (1, 1, -1) + (1,) * (acc.ndim - 3)          # (B, N, C, [H,] W)
+            else:
+                acc = xq @ w
+                channels = (-1,)
+            if q.get("out") is not None:
+                y = requantize(acc, q, w_scale, bias_int, channels)
+            else:
                 y = acc * scale.reshape(channels)
                 if bias is not None:
                     y = y + bias.astype(np.float64).reshape(channels)
-            else:
-                y = (xq @ w) * scale
-                if bias is not None:
-                    y = y + bias.astype(np.float64)
             env[node["outputs"][0]] = y.astype(np.float32)
         else:
             args = [lift_constant(consts[t]) if t in consts else env[t] for t in node["inputs"]]

@@ -14,7 +14,7 @@ from onnx import helper
 from cimc.errors import CapacityError
 from cimc.frontend import import_onnx
 from cimc.ir import CrossbarQuant, Graph, Node
-from cimc.passes.fuse import fold_bias_add
+from cimc.passes.fuse import fold_channel_affine
 from cimc.passes.mapping import blocks, map_layers
 from cimc.passes.quantize import (CalibrationWarning, Range, activation_quant, quantize, quantize_weights,
                                   weight_matrix)
@@ -29,13 +29,13 @@ def _x(graph, n=4, seed=0):
     return {"x": np.random.default_rng(seed).standard_normal((n,) + graph.tensors["x"].shape).astype(np.float32)}
 
 
-# -- fold_bias_add ------------------------------------------------------------------------------
+# -- fold_channel_affine -----------------------------------------------------------------------
 
 def test_fold_conv_add_channel_constant():
     g = import_onnx(conv_net()).graph
     feeds = _x(g)
     before = evaluate(g, feeds)["prob"]
-    assert fold_bias_add(g) == 1
+    assert fold_channel_affine(g) == 1
     assert "Add" not in [n.op for n in g.nodes()]
     conv = g.node("conv")
     assert conv.outputs == ["biased"]                    # the Add's output name survives
@@ -53,7 +53,7 @@ def test_fold_matmul_add_keeps_graph_output_name():
     g = import_onnx(mlp()).graph
     feeds = _x(g)
     before = evaluate(g, feeds)["y"]
-    assert fold_bias_add(g) == 2                           # [1, N] and [N] constants
+    assert fold_channel_affine(g) == 2                           # [1, N] and [N] constants
     assert [n.op for n in g.nodes()] == ["MatMul", "Relu", "MatMul"]
     assert g.outputs == ["y"]
     assert g.producer("y").name == "matmul1"
@@ -70,7 +70,7 @@ def test_fold_adds_to_an_existing_bias():
     g = import_onnx(make_model(nodes, [vinfo("x", [1, 2, 5, 5])], ["y"], inits)).graph
     feeds = _x(g)
     before = evaluate(g, feeds)["y"]
-    assert fold_bias_add(g) == 1
+    assert fold_channel_affine(g) == 1
     np.testing.assert_allclose(g.constant(g.node("conv").inputs[2]), inits["B"] + inits["C"].reshape(-1),
                                rtol=1e-6)
     np.testing.assert_allclose(evaluate(g, feeds)["y"], before, rtol=1e-6, atol=1e-6)
@@ -85,7 +85,7 @@ def test_no_fold_of_non_per_channel_constant(const_shape):
     g = import_onnx(make_model(nodes, [vinfo("x", [1, 2, 5, 5])], ["y"], inits)).graph
     feeds = _x(g)
     before = evaluate(g, feeds)["y"]
-    assert fold_bias_add(g) == 0
+    assert fold_channel_affine(g) == 0
     assert [n.op for n in g.nodes()] == ["Conv", "Add"]
     assert len(g.node("conv").inputs) == 2
     np.testing.assert_array_equal(evaluate(g, feeds)["y"], before)
@@ -99,7 +99,7 @@ def test_scalar_constant_is_a_per_channel_bias():
     g = import_onnx(make_model(nodes, [vinfo("x", [1, 2, 3, 3])], ["y"], inits)).graph
     feeds = _x(g)
     before = evaluate(g, feeds)["y"]
-    assert fold_bias_add(g) == 1
+    assert fold_channel_affine(g) == 1
     np.testing.assert_array_equal(g.constant(g.node("conv").inputs[2]), np.full(4, 0.75, np.float32))
     np.testing.assert_allclose(evaluate(g, feeds)["y"], before, rtol=1e-6, atol=1e-6)
 
@@ -111,7 +111,7 @@ def test_no_fold_when_product_has_other_consumers():
              helper.make_node("Add", ["m", "C"], ["a"], name="add"),
              helper.make_node("Mul", ["m", "a"], ["y"], name="mul")]
     g = import_onnx(make_model(nodes, [vinfo("x", [1, 6])], ["y"], inits)).graph
-    assert fold_bias_add(g) == 0
+    assert fold_channel_affine(g) == 0
     assert [n.op for n in g.nodes()] == ["MatMul", "Add", "Mul"]
 
 
@@ -119,7 +119,7 @@ def test_fusion_leaves_residual_net_unchanged():
     g = import_onnx(residual_net()).graph
     feeds = _x(g, n=3, seed=4)
     before = evaluate(g, feeds)["y"]
-    assert fold_bias_add(g) == 0            # the residual Add adds two activations
+    assert fold_channel_affine(g) == 0            # the residual Add adds two activations
     assert "residual" in [n.name for n in g.nodes()]
     np.testing.assert_array_equal(evaluate(g, feeds)["y"], before)
 
@@ -172,7 +172,7 @@ def test_activation_quant():
 
 def test_quantize_attaches_quant_and_warns_without_calibration(small):
     g = import_onnx(conv_net()).graph
-    fold_bias_add(g)
+    fold_channel_affine(g)
     with pytest.warns(CalibrationWarning, match="--calibration"):
         quantize(g, small, None)
     for node in g.crossbar_nodes():
@@ -184,7 +184,7 @@ def test_quantize_attaches_quant_and_warns_without_calibration(small):
 
 def test_quantize_calibrated_ranges(small):
     g = import_onnx(conv_net()).graph
-    fold_bias_add(g)
+    fold_channel_affine(g)
     data = {"x": np.random.default_rng(0).random((40, 1, 3, 8, 8)).astype(np.float32) * 3}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -259,7 +259,7 @@ def test_every_weight_covered_exactly_once(k, n_g, group, rows, cols, cell_bits)
 
 def _quantized(model, target):
     g = import_onnx(model).graph
-    fold_bias_add(g)
+    fold_channel_affine(g)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)
         quantize(g, target, None)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cimc.frontend import import_onnx
-from cimc.passes.fuse import fold_bias_add
+from cimc.passes.fuse import fold_channel_affine
 from cimc.passes.mapping import map_layers
 from cimc.passes.quantize import quantize
 from cimc.passes.schedule.cost import CostModel
@@ -40,7 +40,7 @@ class Scheduled:
 
 def _schedule(model, target) -> Scheduled:
     g = import_onnx(model).graph
-    fold_bias_add(g)
+    fold_channel_affine(g)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         quantize(g, target, {"x": uniform(model, 8, seed=0)})

@@ -8,7 +8,7 @@ operator's semantics once. Each module registers its importers in
 :data:`IMPORTERS` when imported.
 """
 
-from cimc.importers import crossbar, vector  # noqa: F401  (registration)
-from cimc.importers._core import IMPORTERS, ImportContext
+from cimc.importers import crossbar, quantized, vector  # noqa: F401  (registration)
+from cimc.importers._core import IMPORTERS, ImportContext, QuantizedConstant
 
-__all__ = ["IMPORTERS", "ImportContext"]
+__all__ = ["IMPORTERS", "ImportContext", "QuantizedConstant"]

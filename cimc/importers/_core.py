@@ -3,20 +3,40 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import onnx
 
 from cimc.errors import UnsupportedOperatorError
-from cimc.ir import Graph, Node, Tensor
+from cimc.ir import Graph, Node, QuantGrid, Tensor
+
+
+@dataclass(frozen=True)
+class QuantizedConstant:
+    """A folded DequantizeLinear of constants: the integers and the grid they sit on."""
+
+    q: np.ndarray
+    scale: np.ndarray
+    zero: np.ndarray
+    axis: int
 
 
 @dataclass
 class ImportContext:
     graph: Graph
     shapes: dict[str, tuple[tuple[int, ...], np.dtype]]
+    integers: dict[str, QuantizedConstant] = field(default_factory=dict)
+    consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
+    graph_outputs: set[str] = field(default_factory=set)
+    #: Integer grid of every tensor that holds (the real value of) a quantized tensor.
+    grids: dict[str, QuantGrid] = field(default_factory=dict)
+
+    def is_raw(self, name: str) -> bool:
+        """Whether a tensor holds raw integers (an integer model input, or a Quantize output)."""
+        tensor = self.graph.tensors.get(name)
+        return tensor is not None and np.dtype(tensor.dtype).kind in "iu"
 
     def attrs(self, node: onnx.NodeProto) -> dict:
         return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 
 from cimc.importers._core import ImportContext, importer, refuse, spatial_window, to_2d
+from cimc.importers.quantized import per_channel, qdq_given
 from cimc.ir import Node, Tensor
 
 
@@ -27,9 +28,17 @@ def _conv(ctx: ImportContext, node: onnx.NodeProto) -> None:
     window = to_2d(spatial_window(ctx, node, tuple(w.shape[2:])), tuple(w.shape[2:]))
     weight = w.astype(np.float32).reshape(w.shape[0], w.shape[1], *window["kernel"])
     inputs = [x, ctx.add_const(node.input[1] + ":w2d", weight) if rank == 1 else node.input[1]]
-    if len(node.input) > 2 and node.input[2]:
-        inputs.append(node.input[2])
-    ctx.emit(node, "Conv", inputs, {**window, "group": group, "rank": rank})
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if bias:
+        inputs.append(bias)
+    attrs = {**window, "group": group, "rank": rank}
+    integers = ctx.integers.get(node.input[1])
+    if integers is not None and (integers.scale.size == 1 or integers.axis == 0):
+        scale, zero = per_channel(integers.scale, w.shape[0]), per_channel(integers.zero, w.shape[0])
+        given = qdq_given(ctx, node, integers.q.reshape(weight.shape), scale, zero, bias)
+        if given is not None:
+            attrs["given_quant"] = given
+    ctx.emit(node, "Conv", inputs, attrs)
 
 
 @importer("Gemm")
@@ -63,7 +72,17 @@ def _gemm(ctx: ImportContext, node: onnx.NodeProto) -> None:
             ctx.emit(node, "MatMul", inputs, outputs=[product], suffix=":mm")
             ctx.emit(node, "Add", [product, ctx.add_const(node.name + ":C", c)])
             return
-    ctx.emit(node, "MatMul", inputs, {})
+    attrs = {}
+    integers = ctx.integers.get(node.input[1])
+    trans = bool(a.get("transB", 0))
+    if integers is not None and float(a.get("alpha", 1.0)) == 1.0 and beta == 1.0 and not a.get("transA", 0) \
+            and (integers.scale.size == 1 or integers.axis == (0 if trans else 1)):
+        n = w.shape[1]
+        given = qdq_given(ctx, node, integers.q.T if trans else integers.q, per_channel(integers.scale, n),
+                          per_channel(integers.zero, n), node.input[2] if c is not None else None)
+        if given is not None:
+            attrs["given_quant"] = given
+    ctx.emit(node, "MatMul", inputs, attrs)
 
 
 @importer("MatMul")
@@ -74,4 +93,65 @@ def _matmul(ctx: ImportContext, node: onnx.NodeProto) -> None:
                      "MatMul(activation, constant [K, N] matrix)")
     if len(ctx.shape(node.input[0])) < 2:
         raise refuse(node, "a 1-D activation operand", "activations of rank 2 or more")
-    ctx.emit(node, "MatMul", [node.input[0], node.input[1]], {})
+    attrs = {}
+    integers = ctx.integers.get(node.input[1])
+    if integers is not None and (integers.scale.size == 1 or integers.axis == 1):
+        n = w.shape[1]
+        given = qdq_given(ctx, node, integers.q, per_channel(integers.scale, n),
+                          per_channel(integers.zero, n), None)
+        if given is not None:
+            attrs["given_quant"] = given
+    ctx.emit(node, "MatMul", [node.input[0], node.input[1]], attrs)
+
+
+@importer("ConvTranspose")
+def _conv_transpose(ctx: ImportContext, node: onnx.NodeProto) -> None:
+    """ConvTranspose as ``ZeroInsert`` (stride-1 zeros between pixels, pads or crops) then a
+    stride-1 convolution with the kernel flipped and its channel axes swapped."""
+    x = ctx.activation(node, 0)
+    w = ctx.const(node.input[1])
+    if w is None:
+        raise refuse(node, "a weight computed at run time", "constant weights")
+    rank = w.ndim - 2
+    if rank not in (1, 2):
+        raise refuse(node, f"{rank}-D transposed convolution", "1-D and 2-D transposed convolution")
+    a = ctx.attrs(node)
+    group = int(a.get("group", 1))
+    kernel = tuple(w.shape[2:])
+    strides = tuple(a.get("strides", [1] * rank))
+    dilations = tuple(a.get("dilations", [1] * rank))
+    in_size = ctx.shape(x)[2:]
+    out_size = ctx.shape(node.output[0])[2:]
+    auto_pad = a.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    out_pad = tuple(a.get("output_padding", [0] * rank))
+    begin, end = [], []
+    for i in range(rank):
+        extent = (kernel[i] - 1) * dilations[i] + 1
+        if "output_shape" in a or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            total = strides[i] * (in_size[i] - 1) + out_pad[i] + extent - out_size[i]
+            first = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+        else:
+            first = a.get("pads", [0] * (2 * rank))[i]
+        upsampled = (in_size[i] - 1) * strides[i] + 1
+        b = extent - 1 - first
+        begin.append(b)
+        end.append(out_size[i] + extent - 1 - upsampled - b)
+    if rank == 1:
+        kernel, strides, dilations = (1,) + kernel, (1,) + strides, (1,) + dilations
+        begin, end = [0] + begin, [0] + end
+    cin, cout_g = w.shape[0], w.shape[1]
+    cin_g = cin // group
+    flipped = w.reshape(group, cin_g, cout_g, *kernel)[..., ::-1, ::-1]
+    weight = flipped.transpose(0, 2, 1, 3, 4).reshape(group * cout_g, cin_g, *kernel).astype(np.float32)
+    up_shape = tuple(ctx.shape(x)[:2]) + tuple(
+        (in_size[i] - 1) * strides[-rank + i] + 1 + begin[-rank + i] + end[-rank + i] for i in range(rank))
+    up = f"{node.output[0]}:zero_inserted"
+    ctx.graph.add_tensor(Tensor(up, up_shape, np.dtype(np.float32)))
+    ctx.emit(node, "ZeroInsert", [x], {"strides": strides, "pads": tuple(begin + end), "rank": rank},
+             outputs=[up], suffix=":zero_insert")
+    inputs = [up, ctx.add_const(node.name + ":W", weight)]
+    if len(node.input) > 2 and node.input[2]:
+        inputs.append(node.input[2])
+    ctx.emit(node, "Conv", inputs, {"kernel": kernel, "strides": (1, 1), "dilations": dilations,
+                                    "pads": (0, 0, 0, 0), "group": group, "rank": rank})

@@ -65,6 +65,14 @@ class ImportContext:
                 self.graph.add_tensor(Tensor(out, shape, np.dtype(np.float32)))
         return self.graph.add_node(Node(node.name + suffix, op, inputs, outputs, attrs or {}))
 
+    def step(self, node: onnx.NodeProto, op: str, inputs: list[str], attrs: dict,
+             shape: tuple[int, ...], tag: str) -> str:
+        """One IR node of a lowering that takes several: a fresh float32 tensor ``shape`` out."""
+        name = f"{node.output[0]}:{tag}"
+        self.graph.add_tensor(Tensor(name, tuple(shape), np.dtype(np.float32)))
+        self.emit(node, op, inputs, attrs, outputs=[name], suffix=f":{tag}")
+        return name
+
     def add_const(self, base: str, data: np.ndarray) -> str:
         name = base
         while name in self.graph.tensors:

@@ -88,20 +88,61 @@ def _gemm(ctx: ImportContext, node: onnx.NodeProto) -> None:
 @importer("MatMul")
 def _matmul(ctx: ImportContext, node: onnx.NodeProto) -> None:
     w = ctx.const(node.input[1])
-    if w is None or ctx.const(node.input[0]) is not None or w.ndim != 2:
-        raise refuse(node, "MatMul without a constant 2-D second operand",
-                     "MatMul(activation, constant [K, N] matrix)")
-    if len(ctx.shape(node.input[0])) < 2:
-        raise refuse(node, "a 1-D activation operand", "activations of rank 2 or more")
-    attrs = {}
-    integers = ctx.integers.get(node.input[1])
-    if integers is not None and (integers.scale.size == 1 or integers.axis == 1):
-        n = w.shape[1]
-        given = qdq_given(ctx, node, integers.q, per_channel(integers.scale, n),
-                          per_channel(integers.zero, n), None)
-        if given is not None:
-            attrs["given_quant"] = given
-    ctx.emit(node, "MatMul", [node.input[0], node.input[1]], attrs)
+    if w is None or ctx.const(node.input[0]) is not None:
+        raise refuse(node, "MatMul without a constant second operand",
+                     "MatMul(activation, constant matrix or stack of matrices)")
+    if w.ndim == 2 and len(ctx.shape(node.input[0])) >= 2:
+        attrs = {}
+        integers = ctx.integers.get(node.input[1])
+        if integers is not None and (integers.scale.size == 1 or integers.axis == 1):
+            n = w.shape[1]
+            given = qdq_given(ctx, node, integers.q, per_channel(integers.scale, n),
+                              per_channel(integers.zero, n), None)
+            if given is not None:
+                attrs["given_quant"] = given
+        ctx.emit(node, "MatMul", [node.input[0], node.input[1]], attrs)
+        return
+    _matmul_lowered(ctx, node, node.input[0], w)
+
+
+def _matmul_lowered(ctx: ImportContext, node: onnx.NodeProto, x: str, w: np.ndarray) -> None:
+    """MatMul with a 1-D operand or a stack of constant matrices, on plain crossbar operators.
+
+    A stack shared by one input matrix is one MatMul with the matrices side by
+    side; a stack meeting a stack of inputs is a grouped 1x1 convolution (one
+    group per matrix). Reshapes and transposes around them are GPEU work.
+    """
+    out_shape = ctx.shape(node.output[0])
+    xs = ctx.shape(x)
+    w3 = w.reshape((1,) + w.shape + (1,)) if w.ndim == 1 else w.reshape((-1,) + w.shape[-2:])
+    groups, k, n = w3.shape
+    if len(xs) == 1:
+        x = ctx.step(node, "Reshape", [x], {"shape": (1, k)}, (1, k), "as_matrix")
+        xs = (1, k)
+    m = xs[-2]
+    if groups == 1 or len(xs) == 2:
+        wide = w3.transpose(1, 0, 2).reshape(k, groups * n).astype(np.float32)
+        rows = int(np.prod(xs[:-1]))
+        y = ctx.step(node, "MatMul", [x, ctx.add_const(node.name + ":W", wide)], {},
+                     tuple(xs[:-1]) + (groups * n,), "product")
+        if groups > 1:
+            y = ctx.step(node, "Reshape", [y], {"shape": (rows, groups, n)}, (rows, groups, n), "split")
+            y = ctx.step(node, "Transpose", [y], {"perm": (1, 0, 2)}, (groups, rows, n), "stack")
+    elif int(np.prod(xs[:-2])) == groups:
+        x = ctx.step(node, "Reshape", [x], {"shape": (groups, m, k)}, (groups, m, k), "stack")
+        x = ctx.step(node, "Transpose", [x], {"perm": (0, 2, 1)}, (groups, k, m), "channels")
+        x = ctx.step(node, "Reshape", [x], {"shape": (1, groups * k, m, 1)}, (1, groups * k, m, 1), "image")
+        weight = w3.transpose(0, 2, 1).reshape(groups * n, k, 1, 1).astype(np.float32)
+        window = {"kernel": (1, 1), "strides": (1, 1), "dilations": (1, 1), "pads": (0, 0, 0, 0),
+                  "group": groups, "rank": 2}
+        y = ctx.step(node, "Conv", [x, ctx.add_const(node.name + ":W", weight)], window,
+                     (1, groups * n, m, 1), "grouped")
+        y = ctx.step(node, "Reshape", [y], {"shape": (groups, n, m)}, (groups, n, m), "unstack")
+        y = ctx.step(node, "Transpose", [y], {"perm": (0, 2, 1)}, (groups, m, n), "rows")
+    else:
+        raise refuse(node, f"broadcasting an input of shape {xs} against {w.shape}",
+                     "equal stacks, or one input matrix against a stack")
+    ctx.emit(node, "Reshape", [y], {"shape": out_shape})
 
 
 @importer("ConvTranspose")

@@ -21,10 +21,10 @@ from cimc.ir import CrossbarQuant, Graph, Node, QuantGrid
 from cimc.runtime.graph_eval import iter_eval
 from cimc.targets import Target
 
-#: Images per calibration batch: bounds the evaluator's memory.
-CALIBRATION_CHUNK = 256
+#: Memory one calibration batch may take in the evaluator's largest unfolding.
+CALIBRATION_BYTES = 256 << 20
 #: Samples drawn when the user gives no calibration data.
-SYNTHETIC_SAMPLES = 64
+SYNTHETIC_SAMPLES = 16
 
 
 class CalibrationWarning(UserWarning):
@@ -68,13 +68,17 @@ def observe_ranges(graph: Graph, data: dict[str, np.ndarray]) -> dict[str, Range
     wanted = {n.inputs[0] for n in graph.crossbar_nodes()}
     ranges: dict[str, Range] = {}
     count = len(next(iter(data.values())))
+    unfold = max((graph.tensors[n.outputs[0]].size // graph.tensors[n.outputs[0]].shape[1]
+                  * graph.constant(n.inputs[1])[0].size * 4 for n in graph.crossbar_nodes()
+                  if n.op == "Conv"), default=1)
+    chunk = max(1, min(256, CALIBRATION_BYTES // unfold))
 
     def note(name: str, value: np.ndarray) -> None:
         r = Range(float(value.min()), float(value.max()))
         ranges[name] = ranges[name].merge(r) if name in ranges else r
 
-    for start in range(0, count, CALIBRATION_CHUNK):
-        feeds = {k: v[start:start + CALIBRATION_CHUNK] for k, v in data.items()}
+    for start in range(0, count, chunk):
+        feeds = {k: v[start:start + chunk] for k, v in data.items()}
         for name in wanted & set(feeds):
             note(name, feeds[name])
         for node, out, _ in iter_eval(graph, feeds):

@@ -321,10 +321,12 @@ class Machine:
                                   rows=(r0, r1) if len(x_shape) == 4 else None)
             else:
                 xq = codes
+            rows = xq.reshape(-1, xq.shape[-1])       # one large GEMM, not one per leading index
             part = None
             for k0, w in chunks:
-                piece = xq[..., k0:k0 + w.shape[0]].astype(w.dtype, copy=False) @ w
+                piece = rows[:, k0:k0 + w.shape[0]].astype(w.dtype, copy=False) @ w
                 part = piece if part is None else part.astype(np.float64) + piece
+            part = part.reshape(xq.shape[:-1] + (part.shape[-1],))
             acc_parts.append((g * n_group, part))
         if used != len(xbar_ids):
             raise ProgramError(f"mvm on tile {tile.index} names crossbars of layer {node['name']} "

@@ -120,7 +120,9 @@ def conv_float(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, attrs
     for g in range(group):                                   # groups, not pixels
         patches = patches_nhwc(xs[..., g * cin_g:(g + 1) * cin_g], attrs)
         wg = weight[g * cout // group:(g + 1) * cout // group].reshape(cout // group, -1).T
-        outs.append(patches @ weights_khwc(wg, cin_g, kernel).astype(patches.dtype))
+        rows = patches.reshape(-1, patches.shape[-1])   # one large GEMM, not one per image row
+        product = rows @ weights_khwc(wg, cin_g, kernel).astype(patches.dtype)
+        outs.append(product.reshape(patches.shape[:-1] + (-1,)))
     y = np.concatenate(outs, axis=-1) if group > 1 else outs[0]
     if bias is not None:
         y = y + bias
@@ -484,10 +486,10 @@ def _source_coordinates(mode: str, out: int, size: int, scale: float) -> np.ndar
         return np.zeros_like(y) if out == 1 else y * np.float32(size - 1) / np.float32(out - 1)
     if mode == "pytorch_half_pixel" and out == 1:
         return np.zeros_like(y)
-    if mode == "half_pixel_symmetric":
+    if mode == "half_pixel_symmetric":            # the offset in float32, the rest in float64
         adjustment = np.float32(out) / (s * np.float32(size))
         offset = np.float32(size) / np.float32(2) * (np.float32(1) - adjustment)
-        return offset + (y + half) / s - half
+        return (np.float64(offset) + (y.astype(np.float64) + 0.5) / np.float64(s) - 0.5).astype(np.float32)
     return (y + half) / s - half                            # half_pixel, pytorch_half_pixel
 
 

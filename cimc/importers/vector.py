@@ -22,14 +22,19 @@ def _binary(ctx: ImportContext, node: onnx.NodeProto) -> None:
 
 @importer("Relu")
 def _relu(ctx: ImportContext, node: onnx.NodeProto) -> None:
-    ctx.emit(node, "Relu", [ctx.activation(node, 0)])
+    x = ctx.activation(node, 0)
+    _keep_integers(ctx, node)
+    ctx.emit(node, "Relu", [x])
 
 
 @importer("Identity", "Dropout")
 def _identity(ctx: ImportContext, node: onnx.NodeProto) -> None:
-    if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
+    mask = node.output[1] if node.op_type == "Dropout" and len(node.output) > 1 else ""
+    if mask and (ctx.consumers.get(mask) or mask in ctx.graph_outputs):   # old exporters name it unused
         raise refuse(node, "the dropout mask output", "inference-mode Dropout with one output")
-    ctx.emit(node, "Identity", [ctx.activation(node, 0)])
+    x = ctx.activation(node, 0)
+    _keep_integers(ctx, node)
+    ctx.emit(node, "Identity", [x])
 
 
 @importer("MaxPool", "AveragePool")
@@ -48,6 +53,8 @@ def _pool(ctx: ImportContext, node: onnx.NodeProto) -> None:
     attrs = {**window, "output_hw": out_hw, "rank": len(kernel)}
     if node.op_type == "AveragePool":
         attrs["count_include_pad"] = int(a.get("count_include_pad", 0))
+    else:
+        _keep_integers(ctx, node)
     ctx.emit(node, node.op_type, [ctx.activation(node, 0)], attrs)
 
 
@@ -68,7 +75,9 @@ def _reshape(ctx: ImportContext, node: onnx.NodeProto) -> None:
 def _transpose(ctx: ImportContext, node: onnx.NodeProto) -> None:
     rank = len(ctx.shape(node.input[0]))
     perm = tuple(ctx.attrs(node).get("perm", list(reversed(range(rank)))))
-    ctx.emit(node, "Transpose", [ctx.activation(node, 0)], {"perm": perm})
+    x = ctx.activation(node, 0)
+    _keep_integers(ctx, node)
+    ctx.emit(node, "Transpose", [x], {"perm": perm})
 
 
 @importer("Softmax")
@@ -87,9 +96,8 @@ def _string(value, default: str) -> str:
 
 
 def _holds_integers(ctx: ImportContext, name: str) -> bool:
-    """Whether activation ``name`` holds raw integers (an integer model input, or made from one)."""
-    tensor = ctx.graph.tensors.get(name)
-    return tensor is not None and not tensor.is_constant and np.dtype(tensor.dtype).kind in "iub"
+    """Whether activation ``name`` holds raw integers (integer constants are parameters: shapes, axes)."""
+    return ctx.const(name) is None and ctx.is_raw(name)
 
 
 def _no_integer_arithmetic(ctx: ImportContext, node: onnx.NodeProto) -> None:

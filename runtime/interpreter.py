@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from cimc.errors import CimcError, ProgramError
 from cimc.inputs import check_arrays
@@ -424,7 +425,9 @@ def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
     if workers == 1 or len(starts) == 1:
         done = [one(b) for b in starts]
     else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        # One BLAS thread per worker: BLAS threads on top of ours oversubscribe the cores, and
+        # OpenBLAS's spinning threads make small products an order of magnitude slower.
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
             done = list(pool.map(one, starts))
     outputs = {name: _as_model_type(np.concatenate([d[0][name] for d in done]), program.dtypes.get(name))
                for name in program.outputs}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from cimc.errors import ModelError, UnsupportedOperatorError
 from cimc.frontend import import_onnx, parse_input_shapes
@@ -348,3 +348,48 @@ def test_pool_ceil_mode_shape_propagates_to_consumers(op):
     shapes = _shapes(g)
     assert (shapes["p"], shapes["r"], shapes["y"]) == ((1, 2, 4, 5), (1, 2, 4, 5), (1, 3, 4, 5))
     _assert_matches_ort(model, g, {"x": x})
+
+
+# -- issue 3's bad input: cycles, inconsistent shapes, quantization cimc cannot keep --------------
+
+def test_cycle_is_refused():
+    nodes = [helper.make_node("Relu", ["x2"], ["x1"], name="a"), helper.make_node("Relu", ["x1"], ["x2"], name="b"),
+             helper.make_node("Add", ["x", "x2"], ["y"], name="c")]
+    graph = helper.make_graph(nodes, "g", [vinfo("x", [2])], [vinfo("y", [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    with pytest.raises(ModelError, match="checker|cycle|topolog"):
+        import_onnx(model)
+
+
+def test_shape_inconsistent_with_data_is_refused():
+    w = np.ones((4, 3), dtype=np.float32)
+    node = helper.make_node("MatMul", ["x", "w"], ["y"])
+    graph = helper.make_graph([node], "g", [vinfo("x", [1, 5])], [vinfo("y", [1, 3])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    with pytest.raises(ModelError, match="shape inference"):
+        import_onnx(model)
+
+
+def test_per_channel_activation_scale_is_refused_by_name():
+    w = np.ones((2, 3, 1, 1), dtype=np.int8)
+    inits = {"xs": np.full(3, 0.1, np.float32), "xz": np.zeros(3, np.uint8), "w": w,
+             "ws": np.float32(0.1), "wz": np.int8(0), "ys": np.float32(0.2), "yz": np.uint8(0)}
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], name="qconv")
+    model = make_model([node], [vinfo("x", [1, 3, 4, 4], TensorProto.UINT8)],
+                       [vinfo("y", None, TensorProto.UINT8)], inits)
+    with pytest.raises(UnsupportedOperatorError, match="'qconv'.*per-channel activation scales"):
+        import_onnx(model)
+
+
+def test_float8_quantization_is_refused_by_name():
+    node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], name="q8")
+    zero = helper.make_tensor("z", TensorProto.FLOAT8E4M3FN, [], [0.0])
+    graph = helper.make_graph([node], "g", [vinfo("x", [4])], [vinfo("y", [4], TensorProto.FLOAT8E4M3FN)],
+                              [numpy_helper.from_array(np.float32(0.5), "s"), zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    with pytest.raises(UnsupportedOperatorError, match="'q8'.*float8"):
+        import_onnx(model)

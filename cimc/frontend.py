@@ -21,7 +21,7 @@ from onnx.reference import ReferenceEvaluator
 
 from cimc.errors import ModelError, UnsupportedOperatorError
 from cimc.importers import IMPORTERS, ImportContext, QuantizedConstant
-from cimc.ir import Graph, Tensor
+from cimc.ir import Graph, Node, Tensor
 
 #: Models older than this opset are converted to it, so importers see one semantics per op.
 MIN_OPSET = 13
@@ -226,6 +226,51 @@ def _settle_ceil_mode(model: onnx.ModelProto) -> bool:
     return changed
 
 
+def _legacy_resize_outputs(model: onnx.ModelProto) -> set[str]:
+    """Outputs of the Upsample (opsets 7, 9) and Resize-10 nodes of a model older than opset 11."""
+    return {n.output[0] for n in model.graph.node
+            if n.op_type in ("Upsample", "Resize") and n.domain in ("", "ai.onnx")}
+
+
+def _legacy_resize_modes(model: onnx.ModelProto, outputs: set[str]) -> None:
+    """Give converted Upsample / Resize-10 nodes the coordinates they had before opset 11.
+
+    onnx's version converter turns them into Resize-11+ without
+    coordinate_transformation_mode, which then defaults to half_pixel. Before opset 11
+    (and in onnxruntime for those opsets) coordinates are asymmetric, ``x_out / scale``,
+    and the nearest pixel is the truncated coordinate when upsampling, its ceiling
+    when downsampling (onnxruntime's nearest mode for Resize-10): floor and ceil for
+    the non-negative coordinates asymmetric gives. Scales that are not constants yet
+    count as upsampling (Upsample allows nothing else); the frontend calls this again
+    after folding, when computed scales are known.
+    """
+    if not outputs:
+        return
+    known = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            known[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    for node in model.graph.node:
+        if node.op_type != "Resize" or node.output[0] not in outputs:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("mode", b"nearest")
+        settings = {"coordinate_transformation_mode": "asymmetric"}
+        if (mode.decode() if isinstance(mode, bytes) else mode) == "nearest":
+            scales = known.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            down = scales is not None and bool((np.asarray(scales) < 1).any())
+            up = scales is not None and bool((np.asarray(scales) > 1).any())
+            if down and up:
+                raise UnsupportedOperatorError(
+                    f"node {node.name or node.output[0]!r} (Resize, opset < 11): nearest resizing that "
+                    f"upsamples some axes and downsamples others is not supported (onnxruntime rounds "
+                    f"them differently); supported: upsampling or downsampling only")
+            settings["nearest_mode"] = "ceil" if down else "floor"
+        kept = [a for a in node.attribute if a.name not in settings]
+        del node.attribute[:]
+        node.attribute.extend(kept + [onnx.helper.make_attribute(k, v) for k, v in settings.items()])
+
+
 def _freeze_inputs(model: onnx.ModelProto, constants: dict[str, np.ndarray]) -> None:
     """Turn the named graph inputs into initializers (weights supplied apart from the graph)."""
     inputs = {i.name: i for i in model.graph.input}
@@ -257,14 +302,17 @@ def import_onnx(model: "str | Path | onnx.ModelProto",
         onnx.checker.check_model(proto)
     except Exception as exc:
         raise ModelError(f"{source} fails the ONNX checker: {str(exc).splitlines()[0]}") from None
+    legacy_resizes = _legacy_resize_outputs(proto) if opset < 11 else set()
     if opset < MIN_OPSET:
         try:
             proto = version_converter.convert_version(proto, MIN_OPSET)
         except Exception as exc:
             raise ModelError(f"cannot convert {source} from opset {opset} to {MIN_OPSET}: "
                              f"{str(exc).splitlines()[0]}") from None
+        _legacy_resize_modes(proto, legacy_resizes)
     _fix_input_shapes(proto, parse_input_shapes(input_shapes))
     folded, integers = _fold_constants(_infer(proto))
+    _legacy_resize_modes(folded, legacy_resizes)          # scales computed from shapes are known now
     proto = _infer(folded)
     if _settle_ceil_mode(proto):
         del proto.graph.value_info[:]
@@ -275,9 +323,37 @@ def import_onnx(model: "str | Path | onnx.ModelProto",
     return ImportedModel(graph=graph, model_hash=model_hash, opset=max(opset, MIN_OPSET), source=source)
 
 
-#: Model input types; integer inputs hold raw integers (quantized models' conformance cases).
-_INPUT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8, onnx.TensorProto.INT8,
+#: Model input types. The runtime computes in float32: float16 and float64 inputs are converted
+#: (a float64 model is computed at float32 precision); integer inputs hold raw integers.
+_INPUT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                onnx.TensorProto.UINT8, onnx.TensorProto.INT8,
                 onnx.TensorProto.UINT16, onnx.TensorProto.INT16, onnx.TensorProto.INT32}
+
+
+def _constant_output(graph: Graph, name: str, declared: tuple[int, ...] | None) -> None:
+    """A graph output that folded to a constant: a BatchConstant node repeats it over the batch (of the
+    first graph input); nodes that read it keep reading the constant, under a new name. ``declared`` is
+    the output's inferred shape (graph constants are at least 1-D, a scalar output is not)."""
+    data = graph.tensors[name].data
+    if declared is not None and min(declared, default=0) >= 0 and int(np.prod(declared)) == data.size:
+        data = data.reshape(declared)
+    if not graph.inputs:
+        raise ModelError(f"graph output {name!r} is a constant and the model has no input; there is "
+                         f"nothing to run")
+    if data.dtype.kind not in "biuf" or (data.dtype.kind in "iu" and data.size
+                                         and np.abs(data.astype(np.float64)).max() > 2 ** 24):
+        raise UnsupportedOperatorError(
+            f"graph output {name!r} is a constant of type {data.dtype.name} whose values float32 does not "
+            f"hold exactly; supported: constant outputs of numbers exact in float32")
+    value = name + ":value"
+    while value in graph.tensors:
+        value += "'"
+    graph.add_constant(value, data)
+    graph.replace_uses(name, value)
+    dtype = data.dtype if data.dtype.kind in "iub" else np.dtype(np.float32)
+    graph.add_tensor(Tensor(name, tuple(data.shape), dtype))
+    graph.add_node(Node(f"{name}:constant", "BatchConstant", [graph.inputs[0], value], [name],
+                        {"shape": list(data.shape)}))
 
 
 def _lower(model: onnx.ModelProto, source: str, integers: dict[str, QuantizedConstant]) -> Graph:
@@ -296,7 +372,7 @@ def _lower(model: onnx.ModelProto, source: str, integers: dict[str, QuantizedCon
         dims, dtype = shapes[inp.name]
         if inp.type.tensor_type.elem_type not in _INPUT_TYPES:
             raise UnsupportedOperatorError(
-                f"model input {inp.name!r} has type {np.dtype(dtype).name}; cimc takes float32 and "
+                f"model input {inp.name!r} has type {np.dtype(dtype).name}; cimc takes float16/32/64 and "
                 f"8/16/32-bit integer inputs")
         graph.add_tensor(Tensor(inp.name, dims, np.dtype(dtype)))
         graph.inputs.append(inp.name)
@@ -322,6 +398,8 @@ def _lower(model: onnx.ModelProto, source: str, integers: dict[str, QuantizedCon
     for out in g.output:
         if out.name not in graph.tensors:
             raise ModelError(f"graph output {out.name!r} is produced by no node")
+        if graph.tensors[out.name].is_constant:
+            _constant_output(graph, out.name, shapes.get(out.name, (None,))[0])
         graph.outputs.append(out.name)
     graph.prune()
     return graph

@@ -121,7 +121,9 @@ class Graph:
         return tensor
 
     def add_constant(self, name: str, data: np.ndarray) -> Tensor:
-        data = np.ascontiguousarray(data)
+        data = np.asarray(data)
+        if not data.flags.c_contiguous:             # np.ascontiguousarray would make scalars 1-D
+            data = data.copy()
         return self.add_tensor(Tensor(name, tuple(data.shape), data.dtype, data))
 
     def add_node(self, node: Node) -> Node:

@@ -437,9 +437,14 @@ def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
 
 
 def _as_model_type(values: np.ndarray, dtype: str | None) -> np.ndarray:
-    """Outputs in the model's own element type; integer ones are exact integers in float32 here."""
-    if dtype is None or np.dtype(dtype).kind not in "iu":
+    """Outputs in the model's own element type (the runtime computes in float32; integer and bool
+    values are exact there)."""
+    if dtype is None:
         return values
+    if np.dtype(dtype).kind == "b":
+        return values != 0
+    if np.dtype(dtype).kind not in "iu":
+        return values.astype(dtype, copy=False)
     info = np.iinfo(np.dtype(dtype))
     return np.clip(np.rint(values), info.min, info.max).astype(dtype)
 

@@ -13,6 +13,7 @@ both the float evaluator and the crossbar runtime use.
 
 from __future__ import annotations
 
+import itertools
 from typing import Callable
 
 import numpy as np
@@ -150,12 +151,30 @@ def relu(attrs: dict, x: np.ndarray) -> np.ndarray:
 _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 
 
+def wrap_integers(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Exact integers (float64) wrapped to integer type ``dtype``, as two's complement does."""
+    info = np.iinfo(np.dtype(dtype))
+    if info.bits == 64:                  # float64 cannot wrap modulo 2^64; callers keep such values in range
+        return values
+    span = float(info.max) - float(info.min) + 1
+    return np.mod(values - float(info.min), span) + float(info.min)
+
+
 def _binary(op: str) -> Kernel:
     fn = _BINARY[op]
 
     def apply(attrs: dict, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         rank = max(a.ndim, b.ndim) - 1
-        return fn(_align(a, rank), _align(b, rank)).astype(np.float32)
+        a, b = _align(a, rank), _align(b, rank)
+        if "wrap" not in attrs:
+            return fn(a, b).astype(np.float32)
+        # Raw integers (8 and 16 bits): exact in float64, then wrapped to the ONNX type; integer
+        # division truncates toward zero. Division by zero is undefined in ONNX (gives 0 here).
+        with np.errstate(all="ignore"):
+            y = fn(a.astype(np.float64), b.astype(np.float64))
+            if op == "Div":
+                y = np.where(np.isfinite(y), np.trunc(y), 0.0)
+        return wrap_integers(y, attrs["wrap"]).astype(np.float32)
     apply.__name__ = op.lower()
     return apply
 
@@ -194,13 +213,45 @@ def _taps(padded: np.ndarray, attrs: dict, combine: np.ufunc, dtype: type) -> np
 @kernel("MaxPool")
 def max_pool(attrs: dict, x: np.ndarray) -> np.ndarray:
     rank = attrs.get("rank", 2)
+    if rank > 2:
+        return _pool_nd(x, attrs, "max")
     padded = _pool_input(_as_4d(x, rank), attrs, -np.inf)
     return _from_4d(_taps(padded, attrs, np.maximum, x.dtype), x.shape[0], rank)
+
+
+@kernel("MaxPoolIndices")
+def max_pool_indices(attrs: dict, x: np.ndarray) -> np.ndarray:
+    """MaxPool's second output: the flat index (over the model's N, C, H, W; row-major, or H fastest
+    with storage_order=1) of each window's first maximum, in window order as onnxruntime scans."""
+    rank = attrs.get("rank", 2)
+    x4 = _as_4d(x, rank)
+    n, c, h, w = x4.shape
+    padded = _pool_input(x4, attrs, -np.inf)
+    kh, kw = attrs["kernel"]
+    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilations"]
+    ho, wo = attrs["output_hw"]
+    rows = (np.arange(ho) * sh - attrs["pads"][0])[:, None]
+    cols = (np.arange(wo) * sw - attrs["pads"][1])[None, :]
+    best = at_row = at_col = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = padded[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
+            if best is None:
+                best, at_row, at_col = tap.copy(), np.broadcast_to(rows, tap.shape), np.broadcast_to(cols, tap.shape)
+                continue
+            better = tap > best
+            best = np.where(better, tap, best)
+            at_row, at_col = np.where(better, rows + i * dh, at_row), np.where(better, cols + j * dw, at_col)
+    flat = at_row * w + at_col if not attrs["storage_order"] else at_row + at_col * h
+    planes = (np.arange(n) % x.shape[1])[:, None] * c + np.arange(c)[None, :]     # model (n, c)
+    return _from_4d((flat + planes[:, :, None, None] * (h * w)).astype(np.float32), x.shape[0], rank)
 
 
 @kernel("AveragePool")
 def average_pool(attrs: dict, x: np.ndarray) -> np.ndarray:
     rank = attrs.get("rank", 2)
+    if rank > 2:
+        return _pool_nd(x, attrs, "average")
     x4 = _as_4d(x, rank)
     # float32 sums in window order, as onnxruntime's pooling computes them: quantized
     # models requantize the result, and a different rounding flips quantization steps.
@@ -301,11 +352,15 @@ def softplus(attrs: dict, x: np.ndarray) -> np.ndarray:
 
 @kernel("Neg")
 def neg(attrs: dict, x: np.ndarray) -> np.ndarray:
+    if "wrap" in attrs:                             # raw integers: -(-128) is -128 in int8
+        return wrap_integers(-x.astype(np.float64), attrs["wrap"]).astype(np.float32)
     return -x
 
 
 @kernel("Abs")
 def abs_(attrs: dict, x: np.ndarray) -> np.ndarray:
+    if "wrap" in attrs:
+        return wrap_integers(np.abs(x.astype(np.float64)), attrs["wrap"]).astype(np.float32)
     return np.abs(x)
 
 
@@ -510,7 +565,10 @@ def _nearest_index(x: np.ndarray, mode: str, size: int) -> np.ndarray:
 
 @kernel("Resize")
 def resize(attrs: dict, x: np.ndarray) -> np.ndarray:
-    """Nearest or linear resizing, one axis at a time (both are separable): gathers by index arrays."""
+    """Nearest or linear resizing, one axis at a time (both are separable): gathers by index arrays.
+    Cubic, antialiased and tf_crop_and_resize resizing take :func:`_resize_by_matrices`."""
+    if attrs["mode"] == "cubic" or attrs.get("antialias") or "roi" in attrs:
+        return _resize_by_matrices(attrs, x)
     for axis, scale, out in zip(attrs["axes"], attrs["scales"], attrs["sizes"]):
         size = x.shape[axis + 1]
         coords = _source_coordinates(attrs["coordinate_transformation_mode"], out, size, scale)
@@ -523,6 +581,82 @@ def resize(attrs: dict, x: np.ndarray) -> np.ndarray:
         w = (coords - low.astype(np.float32)).reshape((-1,) + (1,) * (x.ndim - axis - 2))
         x = np.take(x, low, axis=axis + 1) * (1 - w) + np.take(x, high, axis=axis + 1) * w
     return x
+
+
+def _crop_coordinates(out: int, size: int, roi: tuple[float, float]) -> np.ndarray:
+    """tf_crop_and_resize: output positions spread over [start, end] of the input (as onnxruntime)."""
+    start, end = (np.float32(v) for v in roi)
+    if out == 1:
+        return np.full(1, 0.5 * (float(start) + float(end)) * (size - 1), dtype=np.float32)
+    y = np.arange(out, dtype=np.float32)
+    return start * np.float32(size - 1) + (y * (end - start) * np.float32(size - 1)) / np.float32(out - 1)
+
+
+def _cubic_weights(distance: np.ndarray, a: float) -> np.ndarray:
+    """Keys' cubic convolution kernel at ``distance`` (zero from 2 on)."""
+    d = np.abs(distance)
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+
+
+def _interpolation_matrix(attrs: dict, coords: np.ndarray, size: int, scale: float) -> np.ndarray:
+    """(out, size) weights of one axis, as ONNX's reference interpolates: the taps around each
+    coordinate ``x`` sit at ``base + i`` with ``x - base`` in (0, 1], edge taps repeat the edge pixel
+    (or are dropped and the rest renormalized, with exclude_outside). Antialiasing stretches the
+    kernel by 1 / scale when downsampling."""
+    x = coords.astype(np.float64)
+    ratio = x - np.floor(x)
+    ratio = np.where(ratio == 0, 1.0, ratio)
+    base = np.rint(x - ratio).astype(np.int64)
+    stretch = min(scale, 1.0) if attrs.get("antialias") else 1.0
+    if attrs["mode"] == "cubic":
+        first = int(np.floor(-2 / stretch) + 1)
+        taps = np.arange(first, 2 - first)
+        weights = _cubic_weights(stretch * (taps[None, :] - ratio[:, None]), attrs["cubic_coeff_a"])
+    else:
+        first = int(np.floor(-1 / stretch) + 1)
+        taps = np.arange(first, 2 - first)
+        weights = np.clip(1 - np.abs((taps[None, :] - ratio[:, None]) * stretch), 0, 1)
+    index = base[:, None] + taps[None, :]
+    if attrs.get("exclude_outside"):
+        weights = np.where((index < 0) | (index >= size), 0.0, weights)
+    if attrs.get("antialias") or attrs.get("exclude_outside"):
+        weights = weights / weights.sum(axis=1, keepdims=True)
+    matrix = np.zeros((len(x), size))
+    np.add.at(matrix, (np.arange(len(x))[:, None], np.clip(index, 0, size - 1)), weights)
+    return matrix
+
+
+def _resize_by_matrices(attrs: dict, x: np.ndarray) -> np.ndarray:
+    """Resizing as one (out, in) matrix per axis (float64), then tf_crop_and_resize's extrapolation."""
+    y = x.astype(np.float64)
+    outside = []
+    for i, (axis, scale, out) in enumerate(zip(attrs["axes"], attrs["scales"], attrs["sizes"])):
+        size = x.shape[axis + 1]
+        if "roi" in attrs:
+            coords = _crop_coordinates(out, size, attrs["roi"][i])
+            outside.append((axis, (coords < 0) | (coords > size - 1)))
+        else:
+            coords = _source_coordinates(attrs["coordinate_transformation_mode"], out, size, scale)
+        if attrs["mode"] == "nearest":
+            matrix = np.zeros((out, size))
+            matrix[np.arange(out), _nearest_index(coords, attrs["nearest_mode"], size)] = 1
+        elif attrs["mode"] == "linear" and not attrs.get("antialias"):
+            c = np.clip(coords, 0, size - 1).astype(np.float64)
+            low = np.floor(c).astype(np.intp)
+            high = np.minimum(low + 1, size - 1)
+            matrix = np.zeros((out, size))
+            np.add.at(matrix, (np.arange(out), low), 1 - (c - low))
+            np.add.at(matrix, (np.arange(out), high), c - low)
+        else:
+            matrix = _interpolation_matrix(attrs, coords, size, scale)
+        y = np.moveaxis(np.tensordot(y, matrix, axes=([axis + 1], [1])), -1, axis + 1)
+    for axis, mask in outside:
+        index = [slice(None)] * y.ndim
+        index[axis + 1] = mask
+        y[tuple(index)] = attrs["extrapolation_value"]
+    return y.astype(np.float32)
 
 
 @kernel("ZeroInsert")
@@ -540,3 +674,232 @@ def zero_insert(attrs: dict, x: np.ndarray) -> np.ndarray:
     spread[:, :, ::sh, ::sw] = x4
     cropped = spread[:, :, max(0, -bt):spread.shape[2] - max(0, -bb), max(0, -bl):spread.shape[3] - max(0, -br)]
     return _from_4d(_pad(cropped, (max(0, bt), max(0, bb)), (max(0, bl), max(0, br)), 0.0), x.shape[0], rank)
+
+
+# -- N-D pooling (3-D windows; 1-D and 2-D ones take the 4-D path above) ---------------------------
+
+def _pool_padded_nd(x: np.ndarray, attrs: dict, value: float, edge: float) -> np.ndarray:
+    """(..., *spatial) padded with ``edge`` by the explicit pads, then with ``value`` up to what the
+    last window reaches (ceil_mode)."""
+    rank = attrs["rank"]
+    pads, spatial = attrs["pads"], x.shape[-rank:]
+    reach = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
+             zip(attrs["output_hw"], attrs["strides"], attrs["kernel"], attrs["dilations"])]
+    full = [pads[i] + spatial[i] + pads[rank + i] for i in range(rank)]
+    out = np.full(x.shape[:-rank] + tuple(max(f, r) for f, r in zip(full, reach)), value, dtype=x.dtype)
+    out[(Ellipsis,) + tuple(slice(0, f) for f in full)] = edge
+    out[(Ellipsis,) + tuple(slice(pads[i], pads[i] + spatial[i]) for i in range(rank))] = x
+    return out
+
+
+def _taps_nd(padded: np.ndarray, attrs: dict, combine: np.ufunc, dtype: type) -> np.ndarray:
+    """Reduce the window's taps (in row-major kernel order) with ``combine``, each a strided slice."""
+    out = None
+    geometry = list(zip(attrs["dilations"], attrs["output_hw"], attrs["strides"]))
+    for index in itertools.product(*(range(k) for k in attrs["kernel"])):
+        view = (Ellipsis,) + tuple(slice(i * d, i * d + (o - 1) * s + 1, s) for i, (d, o, s) in zip(index, geometry))
+        tap = padded[view]
+        out = tap.astype(dtype) if out is None else combine(out, tap, out=out)
+    return out
+
+
+def _pool_nd(x: np.ndarray, attrs: dict, mode: str) -> np.ndarray:
+    if mode == "max":
+        return _taps_nd(_pool_padded_nd(x, attrs, -np.inf, -np.inf), attrs, np.maximum, x.dtype)
+    total = _taps_nd(_pool_padded_nd(x, attrs, 0.0, 0.0), attrs, np.add, np.float32)
+    ones = np.ones((1,) * (x.ndim - attrs["rank"]) + x.shape[-attrs["rank"]:], dtype=np.float32)
+    count = _taps_nd(_pool_padded_nd(ones, attrs, 0.0, 1.0 if attrs.get("count_include_pad") else 0.0),
+                     attrs, np.add, np.float32)
+    return (total / count).astype(np.float32)
+
+
+# -- more elementwise operators ----------------------------------------------------------------
+#
+# Booleans are float32 0/1 (the tensors are typed bool in the graph); raw integers are exact
+# float32 integers, as everywhere in the runtime.
+
+def _unary(op: str, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+    def apply(attrs: dict, x: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):               # log(0), 1/0, asin(2): inf and nan, as ONNX has them
+            return np.asarray(fn(x), dtype=np.float32)
+    apply.__name__ = op.lower()
+    kernel(op)(apply)
+
+
+for _op, _fn in {
+    "Log": np.log, "Reciprocal": np.reciprocal, "Floor": np.floor, "Ceil": np.ceil,
+    "Round": np.rint,                                  # halves to even, as ONNX specifies
+    "Sign": np.sign, "Softsign": lambda x: x / (1 + np.abs(x)),
+    "Not": lambda x: x == 0, "IsNaN": np.isnan,
+}.items():
+    _unary(_op, _fn)
+
+
+@kernel("IsInf")
+def is_inf(attrs: dict, x: np.ndarray) -> np.ndarray:
+    hit = np.zeros(x.shape, dtype=bool)
+    if attrs["detect_positive"]:
+        hit |= np.isposinf(x)
+    if attrs["detect_negative"]:
+        hit |= np.isneginf(x)
+    return np.asarray(hit, dtype=np.float32)
+
+
+@kernel("ThresholdedRelu")
+def thresholded_relu(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return np.where(x > np.float32(attrs["alpha"]), x, np.float32(0)).astype(np.float32)
+
+
+@kernel("Shrink")
+def shrink(attrs: dict, x: np.ndarray) -> np.ndarray:
+    lambd, bias = np.float32(attrs["lambd"]), np.float32(attrs["bias"])
+    return np.where(x < -lambd, x + bias, np.where(x > lambd, x - bias, np.float32(0))).astype(np.float32)
+
+
+_COMPARE = {"Less": np.less, "LessOrEqual": np.less_equal, "Greater": np.greater,
+            "GreaterOrEqual": np.greater_equal, "Equal": np.equal,
+            "And": lambda a, b: (a != 0) & (b != 0), "Or": lambda a, b: (a != 0) | (b != 0),
+            "Xor": lambda a, b: (a != 0) ^ (b != 0)}
+
+
+def _compare(op: str) -> Kernel:
+    fn = _COMPARE[op]
+
+    def apply(attrs: dict, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        rank = max(a.ndim, b.ndim) - 1
+        return fn(_align(a, rank), _align(b, rank)).astype(np.float32)
+    apply.__name__ = op.lower()
+    return apply
+
+
+for _op in _COMPARE:
+    kernel(_op)(_compare(_op))
+
+
+@kernel("Where")
+def where(attrs: dict, condition: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    rank = max(condition.ndim, a.ndim, b.ndim) - 1
+    return np.where(_align(condition, rank) != 0, _align(a, rank), _align(b, rank)).astype(np.float32)
+
+
+@kernel("Mod")
+def mod(attrs: dict, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """fmod=1: the sign of the dividend (C fmod); fmod=0 (integers only): the sign of the divisor.
+    Integers are exact in float64; a zero divisor (undefined in ONNX) gives nan here."""
+    rank = max(a.ndim, b.ndim) - 1
+    a, b = _align(a, rank).astype(np.float64), _align(b, rank).astype(np.float64)
+    with np.errstate(all="ignore"):
+        y = np.fmod(a, b) if attrs["fmod"] else np.mod(a, b)
+    return y.astype(np.float32)
+
+
+#: Range of a C cast from float to a 32-bit or 64-bit integer on x86 (what onnxruntime does when a
+#: float is out of range, which ONNX leaves undefined): anything outside gives the lowest value.
+_CAST_LIMITS = {4: 2.0 ** 31, 8: 2.0 ** 63}
+
+
+@kernel("Cast")
+def cast(attrs: dict, x: np.ndarray) -> np.ndarray:
+    """Cast to bool (nonzero, nan included, is true) or to an integer type: truncation toward zero,
+    then the low bits (integers to a narrower type wrap, as ONNX specifies; out-of-range floats,
+    undefined in ONNX, become what onnxruntime gives on x86)."""
+    to = np.dtype(attrs["to"])
+    if to.kind == "b":
+        return (x != 0).astype(np.float32)
+    limit = _CAST_LIMITS[max(to.itemsize, 4)]
+    with np.errstate(invalid="ignore"):
+        y = np.trunc(x.astype(np.float64))
+        y = np.where(np.isfinite(y) & (y >= -limit) & (y < limit), y, -limit)
+    return wrap_integers(y, to.name).astype(np.float32)
+
+
+# -- more reductions ---------------------------------------------------------------------------
+
+def _reduce_axes(attrs: dict) -> tuple[int, ...]:
+    return tuple(a + 1 for a in attrs["axes"])
+
+
+_REDUCE = {
+    "ReduceMax": lambda x, axes: x.max(axis=axes),
+    "ReduceMin": lambda x, axes: x.min(axis=axes),
+    "ReduceSum": lambda x, axes: x.sum(axis=axes, dtype=np.float64),
+    "ReduceProd": lambda x, axes: x.astype(np.float64).prod(axis=axes),
+    "ReduceL1": lambda x, axes: np.abs(x).sum(axis=axes, dtype=np.float64),
+    "ReduceL2": lambda x, axes: np.sqrt(np.square(x, dtype=np.float64).sum(axis=axes)),
+    "ReduceSumSquare": lambda x, axes: np.square(x, dtype=np.float64).sum(axis=axes),
+    "ReduceLogSumExp": lambda x, axes: _log_sum_exp(x.astype(np.float64), axes),
+}
+
+
+def _log_sum_exp(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    peak = x.max(axis=axes, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)        # all -inf (or an inf): no shift
+    return np.log(np.exp(x - peak).sum(axis=axes)) + peak.squeeze(axis=axes)
+
+
+def _reduce(op: str) -> Kernel:
+    fn = _REDUCE[op]
+
+    def apply(attrs: dict, x: np.ndarray) -> np.ndarray:
+        axes = _reduce_axes(attrs)
+        with np.errstate(all="ignore"):
+            y = np.asarray(fn(x, axes))
+        if attrs["keepdims"]:
+            y = np.expand_dims(y, axes)
+        return y.astype(np.float32)
+    apply.__name__ = op.lower()
+    return apply
+
+
+for _op in _REDUCE:
+    kernel(_op)(_reduce(_op))
+
+
+@kernel("ArgMax", "ArgMin")
+def arg_extreme(attrs: dict, x: np.ndarray) -> np.ndarray:
+    """Indices (float32, exact below 2^24) of the first extreme, or the last with select_last_index."""
+    axis = attrs["axis"] + 1
+    find = np.argmax if attrs["op"] == "ArgMax" else np.argmin
+    if attrs["select_last_index"]:
+        index = x.shape[axis] - 1 - find(np.flip(x, axis=axis), axis=axis)
+    else:
+        index = find(x, axis=axis)
+    if attrs["keepdims"]:
+        index = np.expand_dims(index, axis)
+    return index.astype(np.float32)
+
+
+# -- more data movement ------------------------------------------------------------------------
+
+@kernel("Slice")
+def slice_(attrs: dict, x: np.ndarray) -> np.ndarray:
+    """``slices``: (axis, start, stop or None, step) with python semantics, all indices explicit."""
+    index = [slice(None)] * x.ndim
+    for axis, start, stop, step in attrs["slices"]:
+        index[axis + 1] = slice(start, stop, step)
+    return x[tuple(index)]
+
+
+@kernel("Gather")
+def gather(attrs: dict, x: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Constant, non-negative ``indices`` (of shape ``indices_shape``) along ``axis``."""
+    return np.take(x, indices.reshape(attrs["indices_shape"]).astype(np.intp), axis=attrs["axis"] + 1)
+
+
+@kernel("Expand")
+def expand(attrs: dict, x: np.ndarray) -> np.ndarray:
+    shape = tuple(attrs["shape"])
+    return np.broadcast_to(_align(x, len(shape)), x.shape[:1] + shape)
+
+
+@kernel("Tile")
+def tile(attrs: dict, x: np.ndarray) -> np.ndarray:
+    return np.tile(x, (1,) + tuple(attrs["repeats"]))
+
+
+@kernel("BatchConstant")
+def batch_constant(attrs: dict, like: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Constant ``value`` (lifted; of model shape ``shape``) repeated over the batch of ``like``: a graph
+    output that is a constant."""
+    shape = tuple(attrs["shape"])
+    return np.broadcast_to(value.astype(np.float32).reshape(shape), like.shape[:1] + shape)

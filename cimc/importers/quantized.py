@@ -25,8 +25,8 @@ def grid_from(ctx: ImportContext, node: onnx.NodeProto, scale_index: int, zero_i
     zero = ctx.const(zero_name) if zero_name else np.zeros((), dtype=np.uint8)
     if scale is None or zero is None:
         raise refuse(node, "a scale or zero point computed at run time", "constant scales and zero points")
-    if zero.dtype.kind not in "iu":
-        raise refuse(node, f"{zero.dtype} quantization (float8, float4)", "8, 16 and 32-bit integer types")
+    if zero.dtype.kind not in "iu" or zero.dtype.itemsize < 1 or str(zero.dtype) in ("int4", "uint4", "int2", "uint2"):
+        raise refuse(node, f"{zero.dtype} quantization", "8, 16 and 32-bit integer types")
     if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
         raise refuse(node, "a scale that is not a positive finite number", "positive scales")
     return QuantGrid.for_dtype(scale, zero, zero.dtype)

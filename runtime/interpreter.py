@@ -350,7 +350,6 @@ class Machine:
 
     def _writeback(self, tile: _Tile, ins: dict, stats: dict) -> None:
         node = self.p.node(ins["layer"])
-        q = node["quant"]
         r0, r1 = ins["rows"]
         acc = self._read(tile, accumulator(node["name"]), (r0, r1), need=len(self.layer_xbars[node["name"]]))
         out_name = node["outputs"][0]

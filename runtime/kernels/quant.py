@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cimc.runtime.kernels import kernel
+from cimc.runtime.kernels._base import kernel
 
 
 def _per_axis(values: np.ndarray, attrs: dict, ndim: int) -> np.ndarray:

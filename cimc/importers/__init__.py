@@ -8,7 +8,8 @@ operator's semantics once. Each module registers its importers in
 :data:`IMPORTERS` when imported.
 """
 
-from cimc.importers import crossbar, quantized, vector  # noqa: F401  (registration)
+from cimc.importers import (crossbar, elementwise, movement, normalization, pooling,  # noqa: F401  (registration)
+                            quantized, reduction, resize)
 from cimc.importers._core import IMPORTERS, ImportContext, QuantizedConstant
 
 __all__ = ["IMPORTERS", "ImportContext", "QuantizedConstant"]

@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("program", help=".cimp program file")
     r.add_argument("--input", "-i", required=True, metavar="INPUTS.npz",
                    help="one array per model input, shaped like it or with an extra leading batch axis")
-    r.add_argument("--level", default="ideal", choices=["ideal"], help="numerics level (default: ideal)")
+    r.add_argument("--level", default="ideal", choices=["ideal", "crossbar"],
+                   help="numerics level: ideal (exact integer products, lossless ADCs) or crossbar "
+                        "(bit slices, bit-serial inputs, per-column ADCs that clip) (default: ideal)")
     r.add_argument("--check", metavar="MODEL.onnx", help="run onnxruntime on the same inputs and compare")
     r.add_argument("--output", "-o", metavar="OUT.npz", help="write the outputs")
     r.add_argument("--stats-json", metavar="PATH", help="write run statistics as JSON")
@@ -118,6 +120,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     print(f"ran {s['batch']} inference(s) at level {s['level']}: latency {s['latency_cycles']} cycles "
           f"({s['latency_us']:.2f} us), PE utilization {100 * s['pe_utilization']:.1f} %, "
           f"{s['adc_conversions']} ADC conversions ({s['adc_energy_pj'] / 1e6:.3f} uJ) per inference, "
+          + (f"{100 * s['clipped_fraction']:.3f} % clipped, " if s["level"] == "crossbar" else "") +
           f"wall {s['wall_seconds']:.2f} s")
     if args.check:
         from cimc.compare import compare, onnxruntime_outputs

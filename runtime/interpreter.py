@@ -30,10 +30,11 @@ from threadpoolctl import threadpool_limits
 from cimc.errors import CimcError, ProgramError
 from cimc.inputs import check_arrays
 from cimc.program import Program
+from cimc.runtime import crossbar as xb
 from cimc.runtime.kernels import VECTOR_KERNELS, lift_constant, patches_nhwc, to_nhwc, weights_khwc
 from cimc.targets.codegen import PRIORITY, accumulator
 
-LEVELS = ("ideal",)
+LEVELS = ("ideal", "crossbar")
 #: Memory the runtime aims to stay within per batch chunk.
 MEMORY_BUDGET_BYTES = 1 << 30
 _COMMIT = -1
@@ -83,8 +84,12 @@ def _code_peak(q: dict) -> int:
 class Machine:
     """One execution of a program over one batch chunk."""
 
-    def __init__(self, program: Program, inputs: dict[str, np.ndarray]) -> None:
+    def __init__(self, program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
+                 shortcut: bool = True, cells: dict | None = None) -> None:
         self.p = program
+        self.level = level
+        self.shortcut = shortcut              # crossbar level: exact products for unclippable columns
+        self.cells = {} if cells is None else cells   # xbar id -> XbarCells, shared by the chunks
         self.inputs = inputs
         self.batch = next(iter(inputs.values())).shape[0]
         self.tiles = [_Tile(i) for i in range(len(program.tiles))]
@@ -93,7 +98,7 @@ class Machine:
         self.layer_xbars = {}
         for x in program.crossbars:
             self.layer_xbars.setdefault(x["layer"], []).append(x)
-        self._weights: dict[tuple[str, int, int], tuple[list[tuple[int, np.ndarray]], int]] = {}
+        self._weights: dict[tuple[str, int, int], tuple[list[tuple[int, np.ndarray]], int, list]] = {}
         self._codes: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
         self.constants = {k[len("const/"):]: v for k, v in program.arrays.items() if k.startswith("const/")}
 
@@ -122,7 +127,10 @@ class Machine:
         w_peak = max((float(np.abs(self.p.arrays[f"xbar/{x['id']}"]).max(initial=0))
                       for x in self.layer_xbars[node["name"]]), default=0.0)
         bias_peak = float(np.abs(self.p.arrays.get(f"layer/{node['name']}/bias_int", np.zeros(1))).max())
-        peak = q["k"] * _code_peak(q) * w_peak + bias_peak
+        x_peak = _code_peak(q)
+        if self.level == "crossbar":          # clipped sums plus the digital offset term
+            x_peak += (1 << q["x_bits"]) - 1
+        peak = q["k"] * x_peak * w_peak + bias_peak
         return np.float32 if peak < 2 ** 24 else np.float64
 
     def _acc_shape(self, node: dict) -> tuple[int, ...]:
@@ -152,8 +160,8 @@ class Machine:
                 events.append((ins["t"], PRIORITY[ins["op"]], seq, tile.index, ins))
                 seq += 1
         heapq.heapify(events)
-        stats = {"busy_crossbar_cycles": 0, "crossbar_reads": 0, "adc_conversions": 0,
-                 "vector_elements": 0, "latency_cycles": 0}
+        stats = {"busy_crossbar_cycles": 0, "crossbar_reads": 0, "adc_conversions": 0, "adc_energy_pj": 0.0,
+                 "adc_clipped": 0, "vector_elements": 0, "latency_cycles": 0}
         while events:
             t, prio, _, tile_index, item = heapq.heappop(events)
             tile = self.tiles[tile_index]
@@ -228,12 +236,24 @@ class Machine:
             tile.buffers[out] = _Buffer(data, np.ones(_rows_of(self._shape(out)), dtype=np.int64))
         return commit
 
-    def _tile_weights(self, layer: str, tile: int, group: int) -> tuple[list[tuple[int, np.ndarray]], int]:
-        """The tile's crossbars of one layer and group as row chunks of one (K, N_group) matrix.
+    def xbar_cells(self, xbar: dict) -> xb.XbarCells:
+        """A crossbar's cells and ADC resolutions (computed once per program run)."""
+        cells = self.cells.get(xbar["id"])
+        if cells is None:
+            cells = self.cells[xbar["id"]] = xb.xbar_cells(self.p.arrays[f"xbar/{xbar['id']}"], self.p.target)
+        return cells
+
+    def _tile_weights(self, layer: str, tile: int, group: int) -> tuple[list, int, list, tuple[int, int]]:
+        """The tile's crossbars of one layer and group as row chunks of one matrix, the part of the
+        (K, N_group) matrix the tile holds, and the group-relative column span it covers.
 
         Sums over a layer's row blocks are exact, so assembling its crossbars cannot
         change a result. Each chunk is short enough that every partial sum stays below
         2^24 and float32 BLAS computes it exactly; chunks are then added in float64.
+
+        At the ``crossbar`` level the columns that can clip (all used columns without the
+        shortcut) are taken out of that matrix and returned as :class:`LossyBlock` s, one
+        per crossbar, simulated conversion by conversion.
         """
         key = (layer, tile, group)
         if key not in self._weights:
@@ -241,13 +261,39 @@ class Machine:
             q = node["quant"]
             n_group = q["n"] // node["attrs"].get("group", 1)
             xbars = [x for x in self.layer_xbars[layer] if x["tile"] == tile and x["group"] == group]
-            w = np.zeros((q["k"], n_group), dtype=np.float64)
+            # Only the rows and columns this tile holds: a fully connected layer spread over
+            # hundreds of tiles must not cost each of them the whole matrix. (A convolution keeps
+            # all rows, which the channels-last reordering needs; its K is small.)
+            c_lo = min(x["cols"][0] for x in xbars) - group * n_group
+            c_hi = max(x["cols"][1] for x in xbars) - group * n_group
+            r_lo, r_hi = (0, q["k"]) if node["op"] == "Conv" else \
+                (min(x["rows"][0] for x in xbars), max(x["rows"][1] for x in xbars))
+            w = np.zeros((r_hi - r_lo, c_hi - c_lo), dtype=np.float64)
             for x in xbars:
                 (r0, r1), (c0, c1) = x["rows"], x["cols"]
-                w[r0:r1, c0 - group * n_group:c1 - group * n_group] += self.p.arrays[f"xbar/{x['id']}"]
+                c0, c1 = c0 - group * n_group - c_lo, c1 - group * n_group - c_lo
+                w[r0 - r_lo:r1 - r_lo, c0:c1] += self.p.arrays[f"xbar/{x['id']}"]
+            unfold = lambda m: m                     # noqa: E731
             if node["op"] == "Conv":                 # match the channels-last unfolding
-                w = weights_khwc(w, q["k"] // (node["attrs"]["kernel"][0] * node["attrs"]["kernel"][1]),
-                                 tuple(node["attrs"]["kernel"]))
+                kernel = tuple(node["attrs"]["kernel"])
+                unfold = lambda m: weights_khwc(m, q["k"] // (kernel[0] * kernel[1]), kernel)  # noqa: E731
+            blocks = []
+            if self.level == "crossbar":
+                # Crossbar rows (the program's K order) among the unfolded input's columns.
+                where = np.argsort(unfold(np.arange(q["k"], dtype=np.float64)[:, None])[:, 0].astype(np.int64))
+                lo, _ = _code_range(q)
+                cb = self.p.target.crossbar.cell_bits
+                for x in xbars:
+                    (r0, r1), (c0, c1) = x["rows"], x["cols"]
+                    xc = self.xbar_cells(x)
+                    mask = xc.lossy if self.shortcut else xc.bits > 0
+                    blk = xb.lossy_block(xc, mask, cb, where[r0:r1], c0 - group * n_group, n_group,
+                                         lo - q["x_zero"])
+                    if blk is not None:
+                        blocks.append(blk)
+                        c0, c1 = c0 - group * n_group - c_lo, c1 - group * n_group - c_lo
+                        w[r0 - r_lo:r1 - r_lo, c0:c1] -= xb.weighted(xc.cells, mask, cb)
+            w = unfold(w)
             x_peak = _code_peak(q)
             w_peak = max(float(np.abs(w).max(initial=0)), 1.0)
             step = int((2 ** 24 - 1) // (x_peak * w_peak))
@@ -257,8 +303,9 @@ class Machine:
             if step < 1:
                 raise ProgramError(f"layer {layer}: {q['x_bits']}-bit inputs times weights up to {w_peak:g} "
                                    f"cannot be summed exactly")
-            chunks = [(k0, w[k0:k0 + step].astype(dtype)) for k0 in range(0, q["k"], step)]
-            self._weights[key] = (chunks, len(xbars))
+            chunks = [(r_lo + k0, w[k0:k0 + step].astype(dtype)) for k0 in range(0, r_hi - r_lo, step)
+                      if w[k0:k0 + step].any() or not blocks]
+            self._weights[key] = (chunks, len(xbars), blocks, (c_lo, c_hi))
         return self._weights[key]
 
     def _quantized(self, tile: _Tile, node: dict, tensor: str, rows: tuple[int, int]) -> np.ndarray:
@@ -314,7 +361,7 @@ class Machine:
         xbar_ids = set(ins["xbars"])
         used = 0
         for g in sorted({x["group"] for x in self.layer_xbars[node["name"]] if x["id"] in xbar_ids}):
-            chunks, count = self._tile_weights(node["name"], tile.index, g)
+            chunks, count, blocks, (c_lo, c_hi) = self._tile_weights(node["name"], tile.index, g)
             used += count
             if node["op"] == "Conv":                  # each group unfolds its own channels
                 c_group = codes.shape[-1] // group
@@ -327,8 +374,15 @@ class Machine:
             for k0, w in chunks:
                 piece = rows[:, k0:k0 + w.shape[0]].astype(w.dtype, copy=False) @ w
                 part = piece if part is None else part.astype(np.float64) + piece
+            if blocks:
+                lo, _ = _code_range(q)
+                u = (rows + np.float32(q["x_zero"] - lo)).astype(np.int32)    # unsigned DAC codes
+                sim, clipped = xb.simulate(u, blocks, n_group, q["x_bits"], self.p.target.crossbar.dac_bits)
+                stats["adc_clipped"] += clipped
+                sim = sim[:, c_lo:c_hi]
+                part = sim if part is None else part + sim
             part = part.reshape(xq.shape[:-1] + (part.shape[-1],))
-            acc_parts.append((g * n_group, part))
+            acc_parts.append((g * n_group + c_lo, part))
         if used != len(xbar_ids):
             raise ProgramError(f"mvm on tile {tile.index} names crossbars of layer {node['name']} "
                                f"that are not on that tile")
@@ -336,9 +390,11 @@ class Machine:
         chunks_in = self.p.target.input_chunks
         stats["busy_crossbar_cycles"] += (ins["done"] - ins["t"]) * len(xbar_ids)
         stats["crossbar_reads"] += pixels * chunks_in * len(xbar_ids)
-        cpw = self.p.target.columns_per_weight
-        stats["adc_conversions"] += pixels * chunks_in * cpw * sum(
-            x["cols"][1] - x["cols"][0] for x in self.layer_xbars[node["name"]] if x["id"] in xbar_ids)
+        for x in self.layer_xbars[node["name"]]:
+            if x["id"] in xbar_ids:
+                conversions, energy = xb.adc_cost(self.xbar_cells(x), self.p.target.adc)
+                stats["adc_conversions"] += pixels * chunks_in * conversions
+                stats["adc_energy_pj"] += pixels * chunks_in * energy
 
         def commit() -> None:
             buf = self._buffer(tile, accumulator(node["name"]))
@@ -400,9 +456,14 @@ def _chunk_size(program: Program) -> int:
 
 
 def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
-        workers: int | None = None) -> Result:
+        workers: int | None = None, shortcut: bool = True) -> Result:
     """Execute ``program`` on ``inputs`` (arrays shaped like the model inputs, optionally with a
     leading batch axis) and return its outputs and per-inference statistics.
+
+    ``level``: ``ideal`` (exact integer products: lossless ADCs) or ``crossbar`` (bit slices,
+    bit-serial inputs, per-column ADCs that clip; see :mod:`cimc.runtime.crossbar`). At the
+    crossbar level, columns whose ADC provably cannot clip are computed with exact products
+    unless ``shortcut`` is false (the results are the same; tests use it to check so).
 
     The batch is cut into chunks that bound memory and keep ``workers`` threads (default: one per
     core, at most 4) busy; numpy releases the GIL in its array work, so chunks run in parallel.
@@ -415,9 +476,11 @@ def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
     chunk = max(1, min(_chunk_size(program), math.ceil(total / workers)))
     starts = list(range(0, total, chunk))
     started = time.perf_counter()
+    cells: dict = {}
 
     def one(begin: int) -> tuple[dict[str, np.ndarray], dict]:
-        machine = Machine(program, {k: v[begin:begin + chunk] for k, v in arrays.items()})
+        machine = Machine(program, {k: v[begin:begin + chunk] for k, v in arrays.items()}, level,
+                          shortcut, cells)
         stats = machine.execute()
         return machine.outputs, stats
 
@@ -432,7 +495,8 @@ def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
                for name in program.outputs}
     if not batched:
         outputs = {k: v[0] for k, v in outputs.items()}
-    return Result(outputs, _summarize(program, done[-1][1], level, total, time.perf_counter() - started))
+    raw = dict(done[-1][1], adc_clipped=sum(d[1]["adc_clipped"] for d in done))
+    return Result(outputs, _summarize(program, raw, level, total, time.perf_counter() - started))
 
 
 def _as_model_type(values: np.ndarray, dtype: str | None) -> np.ndarray:
@@ -453,7 +517,9 @@ def _summarize(program: Program, raw: dict, level: str, batch: int, seconds: flo
     used = len(program.crossbars)
     latency = raw["latency_cycles"]
     conversions = raw["adc_conversions"]
-    adc_pj = conversions * target.adc.conversion_pj(target.adc.bits)
+    adc_pj = raw["adc_energy_pj"]
+    cells_programmed = int(program.report.get("cells_programmed", 0))
+    cells_total = used * target.crossbar.rows * target.crossbar.cols
     read_pj = raw["crossbar_reads"] * target.energy.crossbar_read_pj
     vector_pj = raw["vector_elements"] * target.energy.vector_op_pj
     return {
@@ -470,6 +536,11 @@ def _summarize(program: Program, raw: dict, level: str, batch: int, seconds: flo
         "crossbar_read_energy_pj": read_pj,
         "vector_energy_pj": vector_pj,
         "energy_pj": adc_pj + read_pj + vector_pj,
-        "crossbar_writes": int(program.report.get("cells_programmed", 0)),
+        "crossbar_writes": cells_programmed,
+        "cell_utilization": cells_programmed / cells_total if cells_total else 0.0,
+        # Conversions whose column sum exceeded the ADC's range (all conversions of the batch);
+        # the ideal level has lossless ADCs by definition.
+        "clipped_fraction": (raw["adc_clipped"] / (conversions * batch) if conversions and batch else 0.0)
+                            if level == "crossbar" else 0.0,
         "wall_seconds": seconds,
     }

@@ -193,6 +193,9 @@ def _check_consistency(t: Target, where: str) -> None:
     if t.crossbar.dac_bits > t.precision.activation_bits:
         raise TargetError(f"{where}: crossbar.dac_bits ({t.crossbar.dac_bits}) exceeds "
                           f"precision.activation_bits ({t.precision.activation_bits})")
+    if t.adc.per_crossbar > t.crossbar.cols:
+        raise TargetError(f"{where}: adc.per_crossbar ({t.adc.per_crossbar}) exceeds crossbar.cols "
+                          f"({t.crossbar.cols}): a crossbar has at most one ADC per column")
     if t.outputs_per_crossbar < 1:
         raise TargetError(f"{where}: crossbar.cols ({t.crossbar.cols}) cannot hold one weight, which "
                           f"needs {t.columns_per_weight} columns (differential pair of "

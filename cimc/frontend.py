@@ -101,6 +101,10 @@ def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
                                      f"fixed {d.dim_value}")
                 d.Clear()
                 d.dim_value = n
+        elif any(d.HasField("dim_value") and d.dim_value == 0 for d in dims):
+            shown = "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
+            raise ModelError(f"model input {name!r} has an empty dimension (shape {shown}); cimc runs models "
+                             f"whose inputs hold at least one element")
         elif any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims):
             shown = "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
                              for d in dims)

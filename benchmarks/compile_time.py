@@ -134,7 +134,7 @@ def report(timings: list[Timing], repeat: int, wall: float) -> str:
         "# Compile time (hp16)",
         "",
         f"Written by `benchmarks/compile_time.py` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit "
-        f"`{mv._commit()}`, cimc {cimc.__version__}, {os.cpu_count()} cores (shared), fastest of {repeat} "
+        f"`{mv.git_commit()}`, cimc {cimc.__version__}, {os.cpu_count()} cores (shared), fastest of {repeat} "
         f"compile(s) per model, {wall:.0f} s wall. Seconds per stage from `program.pass_seconds`; calibration "
         "on one sample. A refused model is timed up to its refusal: when the frontend refuses, the frontend "
         "column holds the time to the refusal (marked `*`). Target: light_densenet121 frontend < 5 s.",

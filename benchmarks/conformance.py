@@ -51,7 +51,6 @@ import multiprocessing
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -64,9 +63,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shared import DEFAULT_CORPUS, ROOT, corpus_root, git_commit  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "conformance.md"
-DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
 TARGETS = ("hp16", "isaac")
 
 #: Suite tolerance of ONNX's backend tests (numpy.testing.assert_allclose semantics).
@@ -101,17 +101,6 @@ PYTORCH_SUITES = ("pytorch-converted", "pytorch-operator")
 
 
 # -- locations ---------------------------------------------------------------------------------
-
-def corpus_root() -> Path | None:
-    """``$CIMC_CORPUS`` (must exist), else ``../shared/corpus`` next to the repository, else None."""
-    configured = os.environ.get("CIMC_CORPUS")
-    if configured:
-        root = Path(configured)
-        if not root.is_dir():
-            raise FileNotFoundError(f"CIMC_CORPUS={configured} does not exist")
-        return root
-    return DEFAULT_CORPUS if DEFAULT_CORPUS.is_dir() else None
-
 
 def onnx_test_data() -> Path:
     return Path(onnx.__file__).resolve().parent / "backend" / "test" / "data"
@@ -448,17 +437,6 @@ def counts(outcomes: list[Outcome], target: str) -> Counter:
     return c
 
 
-def _commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except Exception:  # noqa: BLE001
-        return "unknown"
-
-
 def _cell(text: str, limit: int = 400) -> str:
     text = " ".join(str(text).split())
     if len(text) > limit:
@@ -486,7 +464,7 @@ def report(cases: list[Case], excluded, outcomes: list[Outcome], ort: list[OrtOu
         "# Conformance: ONNX backend test cases through cimc",
         "",
         f"Written by `benchmarks/conformance.py` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"commit `{_commit()}`, cimc {cimc.__version__}, onnx {onnx.__version__}, onnxruntime "
+        f"commit `{git_commit()}`, cimc {cimc.__version__}, onnx {onnx.__version__}, onnxruntime "
         f"{onnxruntime.__version__}, {os.cpu_count()} cores, {wall:.0f} s wall. See `benchmarks/README.md`.",
         "",
         f"{total} cases: {sum(c.suite == 'node' for c in cases)} from the corpus's `onnx-node-tests`, "

@@ -36,7 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shared import ROOT, git_commit  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET_RATIO = 40.0
 
@@ -70,17 +72,6 @@ def corpus_dir() -> Path:
     if not (path / "models").is_dir():
         sys.exit(f"crossbar_level.py: error: the test corpus is not available in {path} (set CIMC_CORPUS)")
     return path
-
-
-def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "-"
 
 
 CASES = {
@@ -150,7 +141,7 @@ def timing(limit: int, record: bool) -> None:
         ratio = r["seconds"] / base
         print(f"{label:24s} {r['seconds']:8.2f} s  {ratio:6.1f}x  peak {r['peak_rss_mib']:7.0f} MiB  "
               f"acc {100 * r['accuracy']:.1f} %  clipped {100 * r['clipped_fraction']:.3f} %", flush=True)
-        rows.append(f"| {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} | {commit()} | {os.cpu_count()} | "
+        rows.append(f"| {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} | {git_commit()} | {os.cpu_count()} | "
                     f"{limit} | {label} | {r['seconds']:.2f} | {ratio:.1f} | {r['peak_rss_mib']:.0f} | "
                     f"{100 * r['accuracy']:.1f} % | {100 * r['clipped_fraction']:.3f} % | "
                     f"{r['adc_conversions']:,} |")
@@ -164,7 +155,7 @@ def timing(limit: int, record: bool) -> None:
 
 
 def sweep(limits: dict[str, int], record: bool) -> None:
-    lines = [SWEEP_HEADER, f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit()}, "
+    lines = [SWEEP_HEADER, f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {git_commit()}, "
              f"{platform.machine()}.\n"]
     for case, limit in limits.items():
         ideal = measure(case, "ideal", True, limit)

@@ -52,7 +52,6 @@ import datetime as dt
 import functools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,9 +65,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shared import DEFAULT_CORPUS, ROOT, corpus_root, git_commit  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "models_vs_onnxruntime.md"
-DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
 SECTIONS = ("hp16", "int8", "prequantized", "light", "light-random")
 HP16_MAX_REL_L2 = 1e-2
 LIGHT_NAMES = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
@@ -76,16 +76,6 @@ LIGHT_NAMES = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "r
 
 
 # -- locations ---------------------------------------------------------------------------------
-
-def corpus_root() -> Path | None:
-    configured = os.environ.get("CIMC_CORPUS")
-    if configured:
-        root = Path(configured)
-        if not root.is_dir():
-            raise FileNotFoundError(f"CIMC_CORPUS={configured} does not exist")
-        return root
-    return DEFAULT_CORPUS if DEFAULT_CORPUS.is_dir() else None
-
 
 def light_dir() -> Path:
     return Path(onnx.__file__).resolve().parent / "backend" / "test" / "data" / "light"
@@ -715,17 +705,6 @@ def run_light_random(spec: Spec, seed: int = 0) -> Run:
 
 # -- report ------------------------------------------------------------------------------------
 
-def _commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except Exception:  # noqa: BLE001
-        return "unknown"
-
-
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f} %"
 
@@ -759,7 +738,7 @@ def report(runs: list[Run], args, wall: float) -> str:
         "# Real models: cimc against onnxruntime",
         "",
         f"Written by `benchmarks/models_vs_onnxruntime.py` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"commit `{_commit()}`, cimc {cimc.__version__}, onnxruntime {onnxruntime.__version__}, "
+        f"commit `{git_commit()}`, cimc {cimc.__version__}, onnxruntime {onnxruntime.__version__}, "
         f"{os.cpu_count()} cores, {wall:.0f} s wall; options: `{' '.join(args.argv) or '(defaults)'}`. "
         "See `benchmarks/README.md` for what each section measures. Relative L2 = ||cimc - ref|| / ||ref|| over "
         "all outputs of all samples; agreement = top-1 agreement.",

@@ -27,7 +27,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -39,7 +38,9 @@ import onnxruntime as ort
 
 import cimc
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shared import ROOT, git_commit  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "runtime_vs_onnxruntime.md"
 TARGET_RATIO = 10.0
 
@@ -94,17 +95,6 @@ def corpus_dir() -> Path:
     return path
 
 
-def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "-"
-
-
 def best_of(repeat: int, fn: Callable[[], object]) -> tuple[float, object]:
     """The shortest wall time of ``repeat`` calls, and the last call's result."""
     best, value = float("inf"), None
@@ -150,7 +140,7 @@ def bench(case: Case, corpus: Path, limit: int | None, target: str, repeat: int)
 
 def record(rows: list[dict], path: Path) -> None:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    rev, cores = commit(), os.cpu_count()
+    rev, cores = git_commit(), os.cpu_count()
     lines = []
     for r in rows:
         lines.append(f"| {stamp} | {rev} | {cores} | {r['model']} | {r['images']} | {r['runs']} | {r['ort_s']:.3f} | "
@@ -186,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--repeat must be at least 1")
     corpus = corpus_dir()
     print(f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, numpy "
-          f"{np.__version__}, onnxruntime {ort.__version__}, cimc {cimc.__version__} ({commit()})")
+          f"{np.__version__}, onnxruntime {ort.__version__}, cimc {cimc.__version__} ({git_commit()})")
     rows = [bench(CASES[n], corpus, args.limit, args.target, args.repeat) for n in names]
     if not args.no_record:
         record(rows, args.results.resolve())

@@ -17,29 +17,15 @@ next to the repository; absent and unset, its cases are not collected and
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import helper
 
-ROOT = Path(__file__).resolve().parents[1]
+from corpus import load_benchmark
 
-
-def _load_benchmark(name: str):
-    key = f"cimc_benchmarks_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / "benchmarks" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-conformance = _load_benchmark("conformance")
+conformance = load_benchmark("conformance")
 
 TARGETS = ("hp16", "isaac")
 #: Cases with more input values than this run only in the benchmark (time).

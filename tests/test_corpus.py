@@ -1,14 +1,7 @@
-"""Differential tests on third-party models and data (the shared corpus).
-
-The corpus lives outside the repository: ``$CIMC_CORPUS``, else ``../shared/corpus``
-next to the repository root. Absent in a fresh clone, these tests skip with a
-message; if ``CIMC_CORPUS`` names a folder that does not exist, they fail.
-"""
+"""Differential tests on third-party models and data (the shared corpus; see tests/corpus.py)."""
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +11,11 @@ from onnx import numpy_helper
 
 import cimc
 
+import corpus as corpus_module
+from corpus import corpus_root
 from models import normalized_error, ort_batch, top1
 from reference import evaluate_program
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-
-
-def corpus_root() -> Path:
-    configured = os.environ.get("CIMC_CORPUS")
-    if configured:
-        root = Path(configured)
-        if not root.is_dir():
-            pytest.fail(f"CIMC_CORPUS={configured} does not exist")
-        return root
-    if not DEFAULT_CORPUS.is_dir():
-        pytest.skip(f"test corpus absent ({DEFAULT_CORPUS}); set CIMC_CORPUS to run the corpus tests")
-    return DEFAULT_CORPUS
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +45,7 @@ def test_corpus_env_var_missing_folder_fails(monkeypatch, tmp_path):
 
 def test_corpus_absent_skips(monkeypatch, tmp_path):
     monkeypatch.delenv("CIMC_CORPUS", raising=False)
-    monkeypatch.setattr(sys.modules[__name__], "DEFAULT_CORPUS", tmp_path / "absent")
+    monkeypatch.setattr(corpus_module, "DEFAULT_CORPUS", tmp_path / "absent")
     with pytest.raises(pytest.skip.Exception, match="corpus absent"):
         corpus_root()
 

@@ -14,7 +14,7 @@ from cimc.targets import target_from_dict
 import models
 from conftest import compile_model, preset_dict, uniform
 from models import make_model, vinfo
-from test_quantized import _corpus
+from corpus import corpus_root
 
 
 # -- the mapping of one block, by hand ---------------------------------------------------------
@@ -135,7 +135,7 @@ def test_signed_inputs_bit_identical():
 
 
 def test_mnist_corpus_bit_identical():
-    corpus = _corpus()
+    corpus = corpus_root()
     x = np.load(corpus / "data" / "mnist_test.npz")["x"][:20, None, None].astype(np.float32)
     calib = np.load(corpus / "data" / "mnist_train_5k.npz")["x"][:100, None, None].astype(np.float32)
     for name in ("mnist-8/model.onnx", "mnist-8_int8_qdq.onnx"):

@@ -20,27 +20,14 @@ compile and run. The corpus location rule is that of ``tests/test_corpus.py``.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from corpus import load_benchmark
 
-
-def _load_benchmark(name: str):
-    key = f"cimc_benchmarks_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / "benchmarks" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-mv = _load_benchmark("models_vs_onnxruntime")
+mv = load_benchmark("models_vs_onnxruntime")
 
 #: (model, test samples, calibration samples) at hp16.
 HP16 = [("mnist-8", 300, 300), ("mnist-8_opset13", 100, 100), ("resnet8", 100, 200),

@@ -9,7 +9,6 @@ VNNI (pairwise products saturate at int16), so they are compared only loosely.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from cimc.frontend import import_onnx
 from cimc.passes.fuse import fold_batch_norm, fold_channel_affine
 from cimc.runtime.graph_eval import evaluate
 
+from corpus import corpus_root
 from models import make_model, ort_batch, top1, vinfo
 
 RNG = np.random.default_rng(7)
@@ -173,17 +173,6 @@ def test_matmul_with_stacked_or_vector_constants(x_shape, w_shape):
 
 # -- the corpus's int8 models ------------------------------------------------------------------
 
-CORPUS = Path(os.environ.get("CIMC_CORPUS", Path(__file__).resolve().parents[1].parent / "shared" / "corpus"))
-
-
-def _corpus() -> Path:
-    if not CORPUS.is_dir():
-        if os.environ.get("CIMC_CORPUS"):
-            pytest.fail(f"CIMC_CORPUS={CORPUS} does not exist")
-        pytest.skip(f"test corpus absent ({CORPUS}); set CIMC_CORPUS to run the corpus tests")
-    return CORPUS
-
-
 def _reference_evaluator(path: Path) -> ReferenceEvaluator:
     """ONNX's reference evaluator on the model (its quantization operators need opset 21)."""
     model = onnx.load(path)
@@ -197,7 +186,7 @@ def _reference_evaluator(path: Path) -> ReferenceEvaluator:
 
 @pytest.mark.parametrize("name", ["mnist-8_int8_qdq.onnx", "mnist-8_int8_qop_std.onnx"])
 def test_mnist_int8_models_equal_the_onnx_reference_evaluator(name):
-    corpus = _corpus()
+    corpus = corpus_root()
     x = np.load(corpus / "data" / "mnist_test.npz")["x"][:60, None, None].astype(np.float32)
     program = cimc.compile(corpus / "models" / name, "isaac")
     out = next(iter(program.outputs))
@@ -208,7 +197,7 @@ def test_mnist_int8_models_equal_the_onnx_reference_evaluator(name):
 
 
 def test_resnet8_qdq_matches_onnxruntime_executing_the_specification():
-    corpus = _corpus()
+    corpus = corpus_root()
     path = corpus / "models" / "resnet8_int8_qdq.onnx"
     x = np.load(corpus / "data" / "cifar10_test.npz")["x"][:300].transpose(0, 3, 1, 2)[:, None].astype(np.float32)
     got = cimc.run(cimc.compile(path, "isaac"), {"input_1": x}).outputs["Identity"]

@@ -4,7 +4,6 @@ runtime's ``vec`` instructions, and ONNX's own conformance cases for these opera
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -1248,7 +1247,7 @@ def test_batch_norm_after_conv_is_folded_and_elsewhere_kept(programs):
 
 # -- ONNX conformance cases -----------------------------------------------------------------------
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from corpus import DEFAULT_CORPUS, corpus_path
 #: Corpus case prefixes of the operators above.
 CASE_PREFIXES = ("test_batchnorm", "test_clip", "test_concat", "test_globalmaxpool", "test_hardsigmoid",
                  "test_hardswish", "test_leakyrelu", "test_prelu", "test_resize", "test_sigmoid", "test_upsample",
@@ -1271,12 +1270,6 @@ ORT_DISAGREES = {
 }
 
 
-def _corpus() -> Path | None:
-    configured = os.environ.get("CIMC_CORPUS")
-    root = Path(configured) if configured else DEFAULT_CORPUS
-    return root if root.is_dir() else None
-
-
 def _pytorch_cases() -> list[Path]:
     data = Path(onnx.__file__).resolve().parent / "backend" / "test" / "data"
     found = []
@@ -1292,7 +1285,7 @@ def _pytorch_cases() -> list[Path]:
 
 def _cases() -> list:
     cases = []
-    corpus = _corpus()
+    corpus = corpus_path()
     if corpus is not None:
         node = corpus / "onnx-node-tests"
         cases += [pytest.param(c, id=c.name) for c in sorted(node.iterdir()) if c.name.startswith(CASE_PREFIXES)]

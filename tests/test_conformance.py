@@ -137,6 +137,9 @@ def test_case(case, target):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_refused_at_most_15_percent(target):
+    if CORPUS is None:              # the figure is over the whole suite, the corpus's cases included
+        pytest.skip(f"test corpus absent ({conformance.DEFAULT_CORPUS}); the refused fraction is measured "
+                    f"over the corpus's onnx-node-tests cases and the onnx wheel's together")
     outcomes = [outcome(c, target) for c in CASES]
     refused = [o for o in outcomes if o.status == "refused"]
     fraction = len(refused) / max(len(outcomes), 1)

@@ -82,12 +82,6 @@ class CrossbarQuant:
     bias_int: np.ndarray | None = None
     out: QuantGrid | None = None
 
-    @property
-    def x_range(self) -> tuple[int, int]:
-        if self.x_signed:
-            return -(1 << (self.x_bits - 1)), (1 << (self.x_bits - 1)) - 1
-        return 0, (1 << self.x_bits) - 1
-
 
 @dataclass
 class Node:

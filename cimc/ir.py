@@ -197,7 +197,8 @@ class Graph:
         return self._nodes[name] if name is not None else None
 
     def consumers(self, tensor: str) -> list[Node]:
-        return [n for n in self.nodes() if tensor in n.inputs]
+        """Nodes reading ``tensor``, in insertion order (no topological sort: passes call this often)."""
+        return [n for n in self._nodes.values() if tensor in n.inputs]
 
     def successors(self, node: Node) -> list[Node]:
         return [self._nodes[n] for n in self._dag.successors(node.name)]

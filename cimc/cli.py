@@ -144,6 +144,11 @@ def _cmd_run(args: argparse.Namespace) -> None:
                 np.savez(fh, **result.outputs)
 
 
+def _print_graph(graph, fmt: str) -> None:
+    print(json.dumps(graph.to_dict(), indent=2) if fmt == "json" else graph.to_dot() if fmt == "dot"
+          else graph.format())
+
+
 def _cmd_inspect(args: argparse.Namespace) -> None:
     from cimc.program import MAGIC
     path = Path(args.file)
@@ -152,9 +157,7 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
         from cimc.program import Program
         program = Program.load(path)
         if args.ir:
-            graph = program.graph()
-            print(json.dumps(graph.to_dict(), indent=2) if args.format == "json"
-                  else graph.to_dot() if args.format == "dot" else graph.format())
+            _print_graph(program.graph(), args.format)
         elif args.schedule:
             if args.format == "json":
                 print(json.dumps(program.schedule.to_dict(), indent=2))
@@ -173,8 +176,7 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
         raise CimcError(f"{path} is a model: --schedule and --program need a compiled .cimp program")
     from cimc.frontend import import_onnx
     graph = import_onnx(path, args.input_shape).graph
-    print(json.dumps(graph.to_dict(), indent=2) if args.format == "json"
-          else graph.to_dot() if args.format == "dot" else graph.format())
+    _print_graph(graph, args.format)
 
 
 def _cmd_targets(args: argparse.Namespace) -> None:

@@ -200,12 +200,6 @@ class Graph:
         """Nodes reading ``tensor``, in insertion order (no topological sort: passes call this often)."""
         return [n for n in self._nodes.values() if tensor in n.inputs]
 
-    def successors(self, node: Node) -> list[Node]:
-        return [self._nodes[n] for n in self._dag.successors(node.name)]
-
-    def predecessors(self, node: Node) -> list[Node]:
-        return [self._nodes[n] for n in self._dag.predecessors(node.name)]
-
     def constant(self, tensor: str) -> np.ndarray | None:
         t = self.tensors.get(tensor)
         return None if t is None else t.data

@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from cimc.errors import CimcError, ProgramError
 from cimc.inputs import check_arrays
+from cimc.passes.schedule.sets import tensor_rows
 from cimc.program import Program
 from cimc.runtime import crossbar as xb
 from cimc.runtime.kernels import VECTOR_KERNELS, lift_constant, patches_nhwc, to_nhwc, weights_khwc
@@ -64,10 +65,6 @@ class _Tile:
     buffers: dict[str, _Buffer] = field(default_factory=dict)
 
 
-def _rows_of(shape: tuple[int, ...]) -> int:
-    return shape[2] if len(shape) == 4 else 1
-
-
 def _code_range(q: dict) -> tuple[int, int]:
     """DAC code range of a layer's inputs."""
     if q["x_signed"]:
@@ -100,6 +97,7 @@ class Machine:
             self.layer_xbars.setdefault(x["layer"], []).append(x)
         self._weights: dict[tuple[str, int, int], tuple[list[tuple[int, np.ndarray]], int, list]] = {}
         self._codes: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._read_costs: dict[tuple[str, tuple[int, ...]], tuple[int, float]] = {}
         self.constants = {k[len("const/"):]: v for k, v in program.arrays.items() if k.startswith("const/")}
 
     # -- buffers -------------------------------------------------------------------
@@ -112,12 +110,12 @@ class Machine:
             if tensor.startswith("acc:"):
                 node = self.p.node(tensor[4:])
                 shape = self._acc_shape(node)
-                rows = _rows_of(self._shape(node["outputs"][0]))
+                rows = tensor_rows(self._shape(node["outputs"][0]))
                 buf = _Buffer(np.zeros(shape, dtype=self._acc_dtype(node)), np.zeros(rows, dtype=np.int64))
             else:
                 shape = self._shape(tensor)
                 buf = _Buffer(np.zeros((self.batch,) + shape, dtype=np.float32),
-                              np.zeros(_rows_of(shape), dtype=np.int64))
+                              np.zeros(tensor_rows(shape), dtype=np.int64))
             tile.buffers[tensor] = buf
         return buf
 
@@ -185,7 +183,7 @@ class Machine:
 
     def _store(self, tile: _Tile, ins: dict, stats: dict) -> None:
         tensor = ins["tensor"]
-        self.outputs[tensor] = self._read(tile, tensor, (0, _rows_of(self._shape(tensor)))).copy()
+        self.outputs[tensor] = self._read(tile, tensor, (0, tensor_rows(self._shape(tensor)))).copy()
 
     def _send(self, tile: _Tile, ins: dict, stats: dict) -> None:
         a, b = ins["rows"]
@@ -223,7 +221,7 @@ class Machine:
 
     def _vec(self, tile: _Tile, ins: dict, stats: dict):
         node = self.p.node(ins["node"])
-        args = [self._read(tile, t, (0, _rows_of(self._shape(t)))) if t not in self.constants
+        args = [self._read(tile, t, (0, tensor_rows(self._shape(t)))) if t not in self.constants
                 else lift_constant(self.constants[t]) for t in node["inputs"]]
         result = VECTOR_KERNELS[node["op"]](node["attrs"], *args)
         out = node["outputs"][0]
@@ -233,7 +231,7 @@ class Machine:
             # Activations are written once, so the result array itself becomes the buffer
             # (a view of another buffer, as Reshape returns, is copied to keep buffers apart).
             data = result if result.base is None else result.copy()
-            tile.buffers[out] = _Buffer(data, np.ones(_rows_of(self._shape(out)), dtype=np.int64))
+            tile.buffers[out] = _Buffer(data, np.ones(tensor_rows(self._shape(out)), dtype=np.int64))
         return commit
 
     def xbar_cells(self, xbar: dict) -> xb.XbarCells:
@@ -242,6 +240,17 @@ class Machine:
         if cells is None:
             cells = self.cells[xbar["id"]] = xb.xbar_cells(self.p.arrays[f"xbar/{xbar['id']}"], self.p.target)
         return cells
+
+    def _read_cost(self, layer: str, xbar_ids: tuple[int, ...]) -> tuple[int, float]:
+        """ADC conversions and energy of one read of these crossbars: fixed by what is programmed,
+        so computed once per crossbar set, not per instruction."""
+        key = (layer, xbar_ids)
+        if key not in self._read_costs:
+            wanted = set(xbar_ids)
+            costs = [xb.adc_cost(self.xbar_cells(x), self.p.target.adc)
+                     for x in self.layer_xbars[layer] if x["id"] in wanted]
+            self._read_costs[key] = (sum(c for c, _ in costs), sum(e for _, e in costs))
+        return self._read_costs[key]
 
     def _tile_weights(self, layer: str, tile: int, group: int) -> tuple[list, int, list, tuple[int, int]]:
         """The tile's crossbars of one layer and group as row chunks of one matrix, the part of the
@@ -319,7 +328,7 @@ class Machine:
         conv = node["op"] == "Conv"
         if key not in self._codes:
             shape = to_nhwc(x, node["attrs"].get("rank", 2)).shape if conv else x.shape
-            self._codes[key] = (np.zeros(shape, dtype=np.float32), np.zeros(_rows_of(self._shape(tensor)), bool))
+            self._codes[key] = (np.zeros(shape, dtype=np.float32), np.zeros(tensor_rows(self._shape(tensor)), bool))
         codes, done = self._codes[key]
         a, b = rows
         todo = np.flatnonzero(~done[a:b])
@@ -353,7 +362,7 @@ class Machine:
             sh, dh, pt, kh = attrs["strides"][0], attrs["dilations"][0], attrs["pads"][0], attrs["kernel"][0]
             need = (max(r0 * sh - pt, 0), min((r1 - 1) * sh - pt + (kh - 1) * dh + 1, x_shape[2]))
         else:
-            need = (0, _rows_of(x_shape))
+            need = (0, tensor_rows(x_shape))
         codes = self._quantized(tile, node, x_name, need)
         group = attrs.get("group", 1)
         n_group = q["n"] // group
@@ -390,11 +399,9 @@ class Machine:
         chunks_in = self.p.target.input_chunks
         stats["busy_crossbar_cycles"] += (ins["done"] - ins["t"]) * len(xbar_ids)
         stats["crossbar_reads"] += pixels * chunks_in * len(xbar_ids)
-        for x in self.layer_xbars[node["name"]]:
-            if x["id"] in xbar_ids:
-                conversions, energy = xb.adc_cost(self.xbar_cells(x), self.p.target.adc)
-                stats["adc_conversions"] += pixels * chunks_in * conversions
-                stats["adc_energy_pj"] += pixels * chunks_in * energy
+        conversions, energy = self._read_cost(node["name"], tuple(ins["xbars"]))
+        stats["adc_conversions"] += pixels * chunks_in * conversions
+        stats["adc_energy_pj"] += pixels * chunks_in * energy
 
         def commit() -> None:
             buf = self._buffer(tile, accumulator(node["name"]))

@@ -9,6 +9,7 @@ import numpy as np
 
 from cimc.ir import Graph, Node
 from cimc.passes.mapping import LayerMapping, Mapping
+from cimc.passes.schedule.sets import tensor_rows
 from cimc.targets import Target
 
 #: Bytes of one partial sum sent between tiles (32-bit accumulators).
@@ -66,6 +67,5 @@ class CostModel:
 
     def tensor_transfer_cycles(self, tensor: str, rows: int, src: int, dst: int) -> int:
         t = self.graph.tensors[tensor]
-        total_rows = t.shape[2] if len(t.shape) == 4 else 1
-        nbytes = t.size * self.activation_bytes * rows / total_rows
+        nbytes = t.size * self.activation_bytes * rows / tensor_rows(t.shape)
         return self.transfer_cycles(nbytes, src, dst)

@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(samples, *input shape); without it scales come from random inputs (warned)")
     c.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
                    help="fix a dynamic input shape (repeatable)")
+    c.add_argument("--allow-reprogramming", action="store_true",
+                   help="run a model larger than the chip in segments of layers, each programmed into "
+                        "the crossbars in turn (every inference pays their writes in time and energy)")
     c.add_argument("--report-json", metavar="PATH", help="write the compile report as JSON")
 
     r = sub.add_parser("run", help="run a compiled program on the reference runtime")
@@ -71,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("targets", help="list the target presets, or print one")
     t.add_argument("name", nargs="?", help="preset to print in full")
+
+    m = sub.add_parser("multipliers", help="characterize the approximate multipliers on all operand pairs")
+    m.add_argument("names", nargs="*", metavar="NAME",
+                   help="multipliers to characterize, e.g. pc3-t6 drum5 (default: the standard family)")
+    m.add_argument("--table", metavar="FILE",
+                   help="also characterize a table-driven multiplier: 256x256 integer products of 8-bit "
+                        "magnitudes, row = first operand (.npy, .npz with one array, or text/CSV)")
     return p
 
 
@@ -96,7 +106,8 @@ def _cmd_compile(args: argparse.Namespace) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         program = cimc.compile(args.model, args.target, scheduler=args.scheduler,
-                               calibration=args.calibration, input_shapes=args.input_shape)
+                               calibration=args.calibration, input_shapes=args.input_shape,
+                               allow_reprogramming=args.allow_reprogramming)
     for w in caught:
         print(f"cimc: warning: {w.message}", file=sys.stderr)
     r = program.report
@@ -104,8 +115,10 @@ def _cmd_compile(args: argparse.Namespace) -> None:
     if args.report_json:
         _write_json(args.report_json, {**r, "pass_seconds": program.pass_seconds})
     program.save(args.output)
+    segments = (f" in {r['segments']} segments ({r['write_cycles']} cycles of writes)"
+                if r["segments"] > 1 else "")
     print(f"compiled {r['model']} for {r['target']}: {r['crossbars_used']} crossbars on {r['tiles_used']} "
-          f"tiles, {r['scheduler']} schedule {r['makespan_cycles']} cycles ({r['makespan_us']:.2f} us), "
+          f"tiles{segments}, {r['scheduler']} schedule {r['makespan_cycles']} cycles ({r['makespan_us']:.2f} us), "
           f"PE utilization {100 * r['pe_utilization']:.1f} % -> {args.output}")
 
 
@@ -191,11 +204,23 @@ def _cmd_targets(args: argparse.Namespace) -> None:
         print(f"{name:<10} {t.description}")
 
 
+def _cmd_multipliers(args: argparse.Namespace) -> None:
+    from cimc.runtime.multipliers import DOMAINS, STANDARD_NAMES, characterize, format_table, get_multiplier
+    names = args.names or ([] if args.table else list(STANDARD_NAMES))
+    if args.table and "table" not in names:
+        names.append("table")
+    mults = [get_multiplier(name, args.table if name == "table" else None) for name in names]
+    print(format_table([(m, {d: characterize(m, d) for d in DOMAINS}) for m in mults]), end="")
+    print("\nrelative error (approx - exact) / exact over every operand pair; mean = mean |error|, bias = mean "
+          "error,\nexact = fraction of exact products; bf16: significands 128..255 (16,384 pairs); int8: "
+          "sign-magnitude,\nthe 65,025 signed pairs with a nonzero product")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         {"compile": _cmd_compile, "run": _cmd_run, "inspect": _cmd_inspect,
-         "targets": _cmd_targets}[args.command](args)
+         "targets": _cmd_targets, "multipliers": _cmd_multipliers}[args.command](args)
     except CimcError as exc:
         print(f"cimc: error: {exc}", file=sys.stderr)
         return 2

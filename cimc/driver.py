@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -59,7 +59,7 @@ def _calibration_arrays(graph: Graph, calibration) -> dict[str, np.ndarray] | No
 def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target", *,
             scheduler: str = "layer", calibration=None,
             input_shapes: "list[str] | dict | None" = None,
-            constants: dict[str, np.ndarray] | None = None) -> Program:
+            constants: dict[str, np.ndarray] | None = None, allow_reprogramming: bool = False) -> Program:
     """Compile an ONNX model for a target; see ``cimc compile --help`` for the options.
 
     ``constants`` fixes model inputs to given arrays: weights that a model takes as
@@ -78,11 +78,12 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
     with timer("quantize"):
         quantize(graph, target, calib)
     with timer("mapping"):
-        mapping = map_layers(graph, target)
+        mapping = map_layers(graph, target, allow_reprogramming)
     cost = CostModel(target, graph, mapping)
     with timer("schedule"):
         tasks = build_tasks(graph, mapping, cost)
-        schedule = SCHEDULERS[scheduler](graph, tasks, dependencies(graph, tasks, mapping, cost))
+        schedule = SCHEDULERS[scheduler](graph, tasks, dependencies(graph, tasks, mapping, cost),
+                                         cost.write_cycles())
     with timer("validate"):
         validate(schedule, graph, mapping, target)
     with timer("codegen"):
@@ -90,7 +91,7 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "cimc_version": cimc.__version__,
         "model_name": graph.name, "model_sha256": imported.model_hash,
-        "options": {"scheduler": scheduler,
+        "options": {"scheduler": scheduler, "allow_reprogramming": allow_reprogramming,
                     "calibration_samples": None if calib is None else int(len(next(iter(calib.values())))),
                     "input_shapes": {k: list(v) for k, v in parse_input_shapes(input_shapes).items()}},
     }
@@ -104,11 +105,14 @@ def _report(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule, 
             folded: int, manifest: dict) -> dict:
     used = mapping.crossbars_used
     makespan = schedule.makespan
+    cells = sum((x.rows[1] - x.rows[0]) * (x.cols[1] - x.cols[0]) * target.columns_per_weight
+                for lm in mapping.layers.values() for x in lm.crossbars)
     layers = []
     for node in graph.crossbar_nodes():
         lm = mapping.layers[node.name]
         layers.append({"name": node.name, "op": node.op, "k": lm.k, "n": lm.n, "group": lm.group,
-                       "crossbars": len(lm.crossbars), "tiles": list(lm.tiles), "copies": 1,
+                       "crossbars": len(lm.xbars), "tiles": list(lm.tiles), "copies": 1,
+                       "segment": lm.segment,
                        "sets": sum(1 for t in schedule.tasks if t.node == node.name),
                        "mvm_cycles": cost.mvm_cycles(lm)})
     return {
@@ -116,10 +120,13 @@ def _report(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule, 
         "scheduler": schedule.scheduler, "makespan_cycles": int(makespan),
         "makespan_us": makespan / target.timing.clock_mhz,
         "crossbars_used": used, "crossbars_available": target.total_crossbars,
-        "tiles_used": mapping.tiles_used,
+        "tiles_used": mapping.tiles_used, "segments": mapping.segments,
+        "crossbars_programmed": mapping.crossbars_programmed,
+        "write_cycles": sum(w.duration for w in schedule.writes),
         "pe_utilization": schedule.busy_crossbar_cycles() / (used * makespan) if used and makespan else 0.0,
-        "cells_programmed": sum((x.rows[1] - x.rows[0]) * (x.cols[1] - x.cols[0]) * target.columns_per_weight
-                                for lm in mapping.layers.values() for x in lm.crossbars),
+        "cells_programmed": cells,
+        "cell_utilization": cells / (mapping.crossbars_programmed * target.crossbar.rows * target.crossbar.cols)
+                            if cells else 0.0,
         "affine_ops_folded": folded, "layers": layers,
         "calibration_samples": manifest["options"]["calibration_samples"],
     }
@@ -160,14 +167,12 @@ def _assemble(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule
                 if t and graph.tensors[t].is_constant:
                     arrays[f"const/{t}"] = graph.tensors[t].data
         nodes.append(entry)
-    crossbars = [{"id": x.id, "layer": x.layer, "tile": x.tile, "pe": x.pe, "group": x.group,
-                  "rows": list(x.rows), "cols": list(x.cols)}
-                 for lm in mapping.layers.values() for x in lm.crossbars]
+    crossbars = [asdict(x) for lm in mapping.layers.values() for x in lm.crossbars]
     tensors = {name: list(t.shape) for name, t in graph.tensors.items() if not t.is_constant}
     return Program(
         manifest=_plain(manifest), target=target,
         inputs={n: list(graph.tensors[n].shape) for n in graph.inputs},
         outputs={n: list(graph.tensors[n].shape) for n in graph.outputs},
-        tensors=tensors, nodes=_plain(nodes), crossbars=crossbars, tiles=_plain(tiles),
+        tensors=tensors, nodes=_plain(nodes), crossbars=_plain(crossbars), tiles=_plain(tiles),
         schedule=Schedule.from_dict(_plain(schedule.to_dict())), report=_plain(report), arrays=arrays,
         dtypes={n: np.dtype(graph.tensors[n].dtype).name for n in graph.inputs + graph.outputs})

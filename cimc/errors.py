@@ -33,3 +33,7 @@ class ProgramError(CimcError):
 
 class InputError(CimcError):
     """Run-time inputs or calibration data do not match the model."""
+
+
+class MultiplierError(CimcError):
+    """An unknown multiplier name, or a multiplier table file that cannot be read or is malformed."""

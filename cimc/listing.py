@@ -25,6 +25,8 @@ def describe(ins: dict) -> str:
         return f"{ins['layer']} {span}"
     if op == "vec":
         return f"{ins['node']} -> done {ins['done']}"
+    if op == "write":
+        return f"segment {ins['segment']} blocks {ins['xbars']} -> done {ins['done']}"
     return ins["tensor"]
 
 
@@ -32,7 +34,8 @@ def render_listing(program: Program) -> str:
     layers = [n for n in program.nodes if "quant" in n]
     xbars_of: dict[str, list] = {n["name"]: [] for n in layers}
     for x in program.crossbars:
-        xbars_of[x["layer"]].append(x)
+        xbars_of[x["layer"]].append(x["xbar"])
+    xbars_of = {k: sorted(set(v)) for k, v in xbars_of.items()}
     used = [i for i, s in enumerate(program.tiles) if s]
     return _ENV.get_template("listing.txt.j2").render(
         m=program.manifest, t=program.target, r=program.report, layers=layers, xbars_of=xbars_of,

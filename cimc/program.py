@@ -39,7 +39,7 @@ from cimc.targets import Target, target_from_dict
 from cimc.targets.codegen import PRIORITY
 
 FORMAT = "cimp"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAGIC = b"CIMP"
 _HEADER = struct.Struct("<4sI32s")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -92,8 +92,8 @@ class Program:
     def mapping(self) -> Mapping:
         layers: dict[str, list[CrossbarSlot]] = {}
         for x in self.crossbars:
-            layers.setdefault(x["layer"], []).append(CrossbarSlot(
-                x["id"], x["layer"], x["tile"], x["pe"], x["group"], tuple(x["rows"]), tuple(x["cols"])))
+            layers.setdefault(x["layer"], []).append(CrossbarSlot(**{
+                **x, "rows": tuple(x["rows"]), "cols": tuple(x["cols"]), "offset": tuple(x["offset"])}))
         result = {}
         for n in self.nodes:
             if n["op"] in CROSSBAR_OPS:

@@ -1,11 +1,19 @@
 """Tile each crossbar operator's weight matrix over crossbars and place them on tiles.
 
-A layer's (K, N) integer matrix is cut into row blocks of ``crossbar.rows`` and
-column blocks of ``outputs_per_crossbar`` outputs (each output takes a
-differential pair of ``weight_slices`` columns). A column block never straddles
-two convolution groups, because the columns of one crossbar share its rows and
-so its inputs. Crossbars are placed tile by tile in layer order; a layer that
-fits in one tile is kept in one tile, so its partial sums need no network.
+A layer's (K, N) integer matrix is cut into *blocks*: row ranges of at most
+``crossbar.rows`` and column ranges of at most ``outputs_per_crossbar`` outputs
+(each output takes ``columns_per_weight`` bitlines). A block never straddles two
+convolution groups, because the columns of one crossbar share its rows and so
+its inputs. Groups small enough are packed block-diagonally, several to one
+crossbar (a depthwise 3x3 layer puts 14 channels on a 128x128 crossbar instead of
+one): each group gets its own rows and columns, the cells between them stay
+erased, and one read serves every group on the crossbar.
+
+Crossbars are placed tile by tile in layer order; a layer that fits in one tile
+is kept in one tile, so its partial sums need no network. A model larger than
+the chip is refused unless reprogramming is allowed: then the layers are cut,
+in topological order, into *segments* that each fit the chip and are programmed
+one after another, every segment reusing the crossbars from the first.
 """
 
 from __future__ import annotations
@@ -19,13 +27,17 @@ from cimc.targets import Target
 
 @dataclass(frozen=True)
 class CrossbarSlot:
-    id: int
+    """One block of a layer's matrix on one physical crossbar."""
+    id: int                   # the block (its contents are stored under this id)
     layer: str
+    xbar: int                 # physical crossbar: tile * pes_per_tile + pe
     tile: int
     pe: int
     group: int
     rows: tuple[int, int]     # row range within the group's K
     cols: tuple[int, int]     # output channels (columns of the (K, N) matrix)
+    offset: tuple[int, int] = (0, 0)   # first wordline and first output position on the crossbar
+    segment: int = 0
 
 
 @dataclass(frozen=True)
@@ -41,14 +53,26 @@ class LayerMapping:
         return tuple(sorted({x.tile for x in self.crossbars}))
 
     @property
+    def xbars(self) -> tuple[int, ...]:
+        """The physical crossbars the layer occupies."""
+        return tuple(sorted({x.xbar for x in self.crossbars}))
+
+    @property
+    def segment(self) -> int:
+        return self.crossbars[0].segment
+
+    @property
     def home_tile(self) -> int:
         """Where partial sums are reduced and the layer's output lives."""
         return self.crossbars[0].tile
 
     @property
     def columns_used(self) -> int:
-        """Most occupied output channels of any one crossbar (they all read in parallel)."""
-        return max(x.cols[1] - x.cols[0] for x in self.crossbars)
+        """Most outputs held by any one crossbar (they all read in parallel)."""
+        per: dict[int, int] = {}
+        for x in self.crossbars:
+            per[x.xbar] = per.get(x.xbar, 0) + x.cols[1] - x.cols[0]
+        return max(per.values())
 
 
 @dataclass(frozen=True)
@@ -58,62 +82,116 @@ class Mapping:
 
     @property
     def crossbars_used(self) -> int:
-        return sum(len(m.crossbars) for m in self.layers.values())
+        """Physical crossbars holding weights at any time (segments reuse the same ones)."""
+        return len({x.xbar for m in self.layers.values() for x in m.crossbars})
+
+    @property
+    def crossbars_programmed(self) -> int:
+        """Crossbar contents over all segments: what a full programming of the model writes."""
+        return len({(x.segment, x.xbar) for m in self.layers.values() for x in m.crossbars})
+
+    @property
+    def segments(self) -> int:
+        return 1 + max((m.segment for m in self.layers.values()), default=0)
 
     @property
     def tiles_used(self) -> int:
         return len({x.tile for m in self.layers.values() for x in m.crossbars})
 
 
-def blocks(node: Node, graph: Graph, target: Target) -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
-    """(group, row range, column range) of every crossbar a layer needs."""
+@dataclass(frozen=True)
+class Block:
+    """Where one block of a layer goes, relative to the layer's own crossbars."""
+    local: int                # the layer's n-th crossbar
+    group: int
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    offset: tuple[int, int]
+
+
+def blocks(node: Node, target: Target) -> list[Block]:
+    """Every block a layer needs, on the fewest crossbars its group structure allows."""
     quant = node.attrs["quant"]
     k, n = quant.w_int.shape
     group = node.attrs.get("group", 1)
     n_g = n // group
     rows, per = target.crossbar.rows, target.outputs_per_crossbar
-    out = []
+    pack = min(rows // k, per // n_g, group) if k <= rows and n_g <= per else 1
+    out: list[Block] = []
+    if pack > 1:
+        for g in range(group):
+            slot = g % pack
+            out.append(Block(g // pack, g, (0, k), (g * n_g, (g + 1) * n_g), (slot * k, slot * n_g)))
+        return out
     for g in range(group):
         for c0 in range(g * n_g, (g + 1) * n_g, per):
             for r0 in range(0, k, rows):
-                out.append((g, (r0, min(r0 + rows, k)), (c0, min(c0 + per, (g + 1) * n_g))))
+                out.append(Block(len(out), g, (r0, min(r0 + rows, k)), (c0, min(c0 + per, (g + 1) * n_g)),
+                                 (0, 0)))
     return out
 
 
-def map_layers(graph: Graph, target: Target) -> Mapping:
-    plans = {node.name: blocks(node, graph, target) for node in graph.crossbar_nodes()}
-    needed = sum(len(p) for p in plans.values())
-    if needed > target.total_crossbars:
-        worst = max(plans, key=lambda name: len(plans[name]))
-        raise CapacityError(
-            f"the model needs {needed} crossbars and target {target.name} has {target.total_crossbars} "
-            f"({target.chip.tiles} tiles x {target.chip.pes_per_tile}); the largest layer, {worst}, "
-            f"needs {len(plans[worst])}. Choose a larger target or a target file with more tiles")
+def map_layers(graph: Graph, target: Target, allow_reprogramming: bool = False) -> Mapping:
+    plans = {node.name: blocks(node, target) for node in graph.crossbar_nodes()}
+    sizes = {name: 1 + max(b.local for b in plan) for name, plan in plans.items()}
     order = [node.name for node in graph.crossbar_nodes()]
-    # Keep each layer inside one tile where that still fits the chip; else pack densely.
-    slots = _place(plans, order, target.chip.pes_per_tile, keep_layers_whole=True)
-    ids = [s.id for layer in slots.values() for s in layer]
-    if ids and max(ids) >= target.total_crossbars:
-        slots = _place(plans, order, target.chip.pes_per_tile, keep_layers_whole=False)
+    needed, total = sum(sizes.values()), target.total_crossbars
+    where = f"target {target.name} has {total} ({target.chip.tiles} tiles x {target.chip.pes_per_tile})"
+    worst = max(order, key=lambda name: sizes[name], default=None)
+    if worst is not None and sizes[worst] > total:
+        raise CapacityError(f"layer {worst} alone needs {sizes[worst]} crossbars and {where}; no "
+                            f"segmentation can run it. Choose a larger target or a target file with "
+                            f"more tiles")
+    if needed > total and not allow_reprogramming:
+        raise CapacityError(
+            f"the model needs {needed} crossbars and {where}; the largest layer, {worst}, needs "
+            f"{sizes[worst]}. Choose a larger target, or pass --allow-reprogramming to run it in "
+            f"segments that are programmed one after another (extra writes and time are counted)")
+    slots: dict[str, list[CrossbarSlot]] = {}
+    next_id = 0
+    for segment, names in enumerate(_segments(order, sizes, total)):
+        # Keep each layer inside one tile where that still fits the chip; else pack densely.
+        placed = _place(plans, names, target.chip.pes_per_tile, segment, next_id, keep_layers_whole=True)
+        if max((x.xbar for layer in placed.values() for x in layer), default=0) >= total:
+            placed = _place(plans, names, target.chip.pes_per_tile, segment, next_id, keep_layers_whole=False)
+        slots.update(placed)
+        next_id += sum(len(layer) for layer in placed.values())
     layers = {}
     for node in graph.crossbar_nodes():
         k, n = node.attrs["quant"].w_int.shape
-        layers[node.name] = LayerMapping(node.name, k, n, node.attrs.get("group", 1),
-                                         tuple(slots[node.name]))
-    return Mapping(layers, target.total_crossbars)
+        layers[node.name] = LayerMapping(node.name, k, n, node.attrs.get("group", 1), tuple(slots[node.name]))
+    return Mapping(layers, total)
 
 
-def _place(plans: dict[str, list], order: list[str], per_tile: int,
+def _segments(order: list[str], sizes: dict[str, int], total: int) -> list[list[str]]:
+    """Consecutive layers, as many per segment as fit the chip (one segment when the model fits)."""
+    out: list[list[str]] = [[]]
+    used = 0
+    for name in order:
+        if used + sizes[name] > total:
+            out.append([])
+            used = 0
+        out[-1].append(name)
+        used += sizes[name]
+    return out
+
+
+def _place(plans: dict[str, list[Block]], order: list[str], per_tile: int, segment: int, first_id: int,
            keep_layers_whole: bool) -> dict[str, list[CrossbarSlot]]:
     placed: dict[str, list[CrossbarSlot]] = {}
-    next_slot = 0
+    next_xbar = 0
+    next_id = first_id
     for name in order:
         plan = plans[name]
-        free_here = per_tile - next_slot % per_tile
-        if keep_layers_whole and free_here < len(plan) <= per_tile:
-            next_slot += free_here
-        placed[name] = [CrossbarSlot(id=next_slot + i, layer=name, tile=(next_slot + i) // per_tile,
-                                     pe=(next_slot + i) % per_tile, group=g, rows=rows, cols=cols)
-                        for i, (g, rows, cols) in enumerate(plan)]
-        next_slot += len(plan)
+        size = 1 + max(b.local for b in plan)
+        free_here = per_tile - next_xbar % per_tile
+        if keep_layers_whole and free_here < size <= per_tile:
+            next_xbar += free_here
+        placed[name] = []
+        for b in plan:
+            xbar = next_xbar + b.local
+            placed[name].append(CrossbarSlot(next_id, name, xbar, xbar // per_tile, xbar % per_tile, b.group,
+                                             b.rows, b.cols, b.offset, segment))
+            next_id += 1
+        next_xbar += size
     return placed

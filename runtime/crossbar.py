@@ -109,11 +109,13 @@ def xbar_cells(block: np.ndarray, target) -> XbarCells:
     cb, dac = target.crossbar.cell_bits, target.crossbar.dac_bits
     cells = slice_weights(block, cb, slices_for(block, cb, target.weight_slices))
     lossless = lossless_bits(cells, cb, dac)
-    return XbarCells(cells, lossless, np.minimum(lossless, target.adc.bits))
+    return XbarCells(cells, lossless, lossless if target.adc is None else np.minimum(lossless, target.adc.bits))
 
 
 def adc_cost(xc: XbarCells, adc) -> tuple[int, float]:
     """Conversions and their energy in pJ for one read (one input chunk) of the crossbar."""
+    if adc is None:
+        return 0, 0.0
     used = xc.bits[xc.bits > 0]
     return int(used.size), float(sum(adc.conversion_pj(int(b)) * int(n)
                                      for b, n in zip(*np.unique(used, return_counts=True))))

@@ -95,6 +95,11 @@ class Machine:
         self.layer_xbars = {}
         for x in program.crossbars:
             self.layer_xbars.setdefault(x["layer"], []).append(x)
+        self.slots = {x["id"]: x for x in program.crossbars}
+        # Which segment's weights each physical crossbar holds. A model that fits is programmed
+        # once, before any inference; one run in segments starts empty and writes each in turn.
+        segmented = any(x["segment"] for x in program.crossbars)
+        self.holding: dict[int, int | None] = {} if segmented else {x["xbar"]: 0 for x in program.crossbars}
         self._weights: dict[tuple[str, int, int], tuple[list[tuple[int, np.ndarray]], int, list]] = {}
         self._codes: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
         self._read_costs: dict[tuple[str, tuple[int, ...]], tuple[int, float]] = {}
@@ -159,7 +164,7 @@ class Machine:
                 seq += 1
         heapq.heapify(events)
         stats = {"busy_crossbar_cycles": 0, "crossbar_reads": 0, "adc_conversions": 0, "adc_energy_pj": 0.0,
-                 "adc_clipped": 0, "vector_elements": 0, "latency_cycles": 0}
+                 "adc_clipped": 0, "vector_elements": 0, "latency_cycles": 0, "cells_written": 0}
         while events:
             t, prio, _, tile_index, item = heapq.heappop(events)
             tile = self.tiles[tile_index]
@@ -180,6 +185,20 @@ class Machine:
         buf = self._buffer(tile, ins["tensor"])
         buf.data[...] = self.inputs[ins["tensor"]]
         buf.count[:] = 1
+
+    def _write(self, tile: _Tile, ins: dict, stats: dict):
+        per_cell = self.p.target.columns_per_weight
+        blocks = [self.slots[i] for i in ins["xbars"]]
+        if any(x["tile"] != tile.index or x["segment"] != ins["segment"] for x in blocks):
+            raise ProgramError(f"tile {tile.index} writes blocks of another tile or segment; recompile it")
+        for x in blocks:
+            self.holding[x["xbar"]] = None                  # mid-write: unreadable until done
+            stats["cells_written"] += (x["rows"][1] - x["rows"][0]) * (x["cols"][1] - x["cols"][0]) * per_cell
+
+        def commit() -> None:
+            for x in blocks:
+                self.holding[x["xbar"]] = x["segment"]
+        return commit
 
     def _store(self, tile: _Tile, ins: dict, stats: dict) -> None:
         tensor = ins["tensor"]
@@ -368,6 +387,13 @@ class Machine:
         n_group = q["n"] // group
         acc_parts = []
         xbar_ids = set(ins["xbars"])
+        for i in xbar_ids:
+            x = self.slots[i]
+            if self.holding.get(x["xbar"]) != x["segment"]:
+                raise ProgramError(f"tile {tile.index} reads crossbar {x['xbar']} for layer {x['layer']} at "
+                                   f"cycle {ins['t']}, when it does not hold that layer's weights; "
+                                   f"recompile the program")
+        physical = len({self.slots[i]["xbar"] for i in xbar_ids})
         used = 0
         for g in sorted({x["group"] for x in self.layer_xbars[node["name"]] if x["id"] in xbar_ids}):
             chunks, count, blocks, (c_lo, c_hi) = self._tile_weights(node["name"], tile.index, g)
@@ -397,8 +423,8 @@ class Machine:
                                f"that are not on that tile")
         pixels = int(np.prod(xq.shape[:-1])) // self.batch
         chunks_in = self.p.target.input_chunks
-        stats["busy_crossbar_cycles"] += (ins["done"] - ins["t"]) * len(xbar_ids)
-        stats["crossbar_reads"] += pixels * chunks_in * len(xbar_ids)
+        stats["busy_crossbar_cycles"] += (ins["done"] - ins["t"]) * physical
+        stats["crossbar_reads"] += pixels * chunks_in * physical
         conversions, energy = self._read_cost(node["name"], tuple(ins["xbars"]))
         stats["adc_conversions"] += pixels * chunks_in * conversions
         stats["adc_energy_pj"] += pixels * chunks_in * energy
@@ -521,14 +547,16 @@ def _as_model_type(values: np.ndarray, dtype: str | None) -> np.ndarray:
 
 def _summarize(program: Program, raw: dict, level: str, batch: int, seconds: float) -> dict:
     target = program.target
-    used = len(program.crossbars)
+    used = len({x["xbar"] for x in program.crossbars})
     latency = raw["latency_cycles"]
     conversions = raw["adc_conversions"]
     adc_pj = raw["adc_energy_pj"]
-    cells_programmed = int(program.report.get("cells_programmed", 0))
-    cells_total = used * target.crossbar.rows * target.crossbar.cols
     read_pj = raw["crossbar_reads"] * target.energy.crossbar_read_pj
     vector_pj = raw["vector_elements"] * target.energy.vector_op_pj
+    # Weight-stationary: the cells programmed once, before any inference. In segments: the cells
+    # every inference writes (each segment, once), which also cost energy and time.
+    written = raw["cells_written"]
+    write_pj = written * target.energy.cell_write_pj
     return {
         "level": level,
         "batch": batch,
@@ -542,9 +570,11 @@ def _summarize(program: Program, raw: dict, level: str, batch: int, seconds: flo
         "adc_energy_pj": adc_pj,
         "crossbar_read_energy_pj": read_pj,
         "vector_energy_pj": vector_pj,
-        "energy_pj": adc_pj + read_pj + vector_pj,
-        "crossbar_writes": cells_programmed,
-        "cell_utilization": cells_programmed / cells_total if cells_total else 0.0,
+        "write_energy_pj": write_pj,
+        "energy_pj": adc_pj + read_pj + vector_pj + write_pj,
+        "segments": int(program.report["segments"]),
+        "crossbar_writes": int(written or program.report["cells_programmed"]),
+        "cell_utilization": float(program.report["cell_utilization"]),
         # Conversions whose column sum exceeded the ADC's range (all conversions of the batch);
         # the ideal level has lossless ADCs by definition.
         "clipped_fraction": (raw["adc_clipped"] / (conversions * batch) if conversions and batch else 0.0)

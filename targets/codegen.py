@@ -13,6 +13,8 @@ which its result is committed. The set:
                writes the layer's output activation rows
 ``vec``        the GPEU runs vector operator ``node`` over whole tensors
 ``store``      host reads graph output ``tensor``
+``write``      blocks ``xbars`` of segment ``segment`` are programmed into this tile's
+               crossbars (models run in segments only; they replace what was there)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from cimc.passes.schedule.cost import PARTIAL_SUM_BYTES, CostModel
 from cimc.passes.schedule.model import Schedule, task_tiles
 
 #: Issue order of instructions that share a cycle: data arrives before it is used.
-PRIORITY = {"load": 0, "recv": 1, "writeback": 2, "mvm": 3, "vec": 3, "send": 4, "store": 5}
+PRIORITY = {"load": 0, "write": 0, "recv": 1, "writeback": 2, "mvm": 3, "vec": 3, "send": 4, "store": 5}
 
 
 def accumulator(layer: str) -> str:
@@ -43,6 +45,15 @@ def generate(graph: Graph, mapping: Mapping, schedule: Schedule, cost: CostModel
                            "rows": list(rows), "src": src, "reduce": reduce})
         messages += 1
 
+    for w in schedule.writes:
+        by_tile: dict[int, list[int]] = {}
+        for layer in mapping.layers.values():
+            for x in layer.crossbars:
+                if x.segment == w.segment:
+                    by_tile.setdefault(x.tile, []).append(x.id)
+        for tile, ids in sorted(by_tile.items()):
+            tiles[tile].append({"t": w.start, "op": "write", "done": w.end, "segment": w.segment,
+                                "xbars": sorted(ids)})
     producers: dict[str, list] = {}
     for task in schedule.tasks:
         producers.setdefault(graph.node(task.node).outputs[0], []).append(task)

@@ -36,6 +36,8 @@ class Crossbar:
     cols: int = _f(2, 1 << 16, "bitlines per crossbar")
     cell_bits: int = _f(1, 8, "bits stored per cell")
     dac_bits: int = _f(1, 16, "input bits applied per crossbar read")
+    kind: str = _f(0, 0, "analog (column sums through ADCs) or digital (SRAM with exact adder trees)",
+                   "analog", choices=("analog", "digital"))
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,8 @@ class Adc:
 class Timing:
     clock_mhz: float = _f(1e-3, 1e6, "clock frequency that all cycle counts refer to")
     crossbar_read_cycles: int = _f(1, 1 << 20, "cycles for one analog read (one DAC step)")
-    adc_cycles: int = _f(1, 1 << 20, "cycles per ADC conversion")
     write_cycles_per_row: int = _f(1, 1 << 30, "cycles to program one crossbar row")
+    adc_cycles: int = _f(1, 1 << 20, "cycles per ADC conversion (analog chips)", 1)
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class Target:
     chip: Chip
     crossbar: Crossbar
     precision: Precision
-    adc: Adc
+    adc: Adc | None           # None on digital chips: adder trees, nothing to convert
     timing: Timing
     gpeu: Gpeu
     noc: Noc
@@ -117,12 +119,19 @@ class Target:
         return self.chip.tiles * self.chip.pes_per_tile
 
     @property
+    def digital(self) -> bool:
+        return self.crossbar.kind == "digital"
+
+    @property
     def weight_slices(self) -> int:
         """Columns one weight magnitude occupies (sign is carried by the differential pair)."""
         return math.ceil((self.precision.weight_bits - 1) / self.crossbar.cell_bits)
 
     @property
     def columns_per_weight(self) -> int:
+        """Analog: a differential pair of magnitude slices. Digital: the two's-complement word."""
+        if self.digital:
+            return math.ceil(self.precision.weight_bits / self.crossbar.cell_bits)
         return 2 * self.weight_slices
 
     @property
@@ -142,7 +151,7 @@ class Target:
         return abs(a % w - b % w) + abs(a // w - b // w)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 SECTIONS = {
@@ -193,7 +202,7 @@ def _check_consistency(t: Target, where: str) -> None:
     if t.crossbar.dac_bits > t.precision.activation_bits:
         raise TargetError(f"{where}: crossbar.dac_bits ({t.crossbar.dac_bits}) exceeds "
                           f"precision.activation_bits ({t.precision.activation_bits})")
-    if t.adc.per_crossbar > t.crossbar.cols:
+    if t.adc is not None and t.adc.per_crossbar > t.crossbar.cols:
         raise TargetError(f"{where}: adc.per_crossbar ({t.adc.per_crossbar}) exceeds crossbar.cols "
                           f"({t.crossbar.cols}): a crossbar has at most one ADC per column")
     if t.outputs_per_crossbar < 1:
@@ -217,7 +226,11 @@ def target_from_dict(data: dict, where: str = "target") -> Target:
                     for key, cls in SECTIONS.items()}
     except TargetError as exc:
         raise TargetError(f"{where}: {exc}") from None
-    missing = [k for k, v in sections.items() if v is None]
+    digital = sections["crossbar"] is not None and sections["crossbar"].kind == "digital"
+    if digital and sections["adc"] is not None:
+        raise TargetError(f"{where}: [adc] given for a digital chip (crossbar.kind = \"digital\"), whose "
+                          f"adder trees convert nothing; remove the table or make the crossbar analog")
+    missing = [k for k, v in sections.items() if v is None and not (k == "adc" and digital)]
     if missing:
         raise TargetError(f"{where}: missing table [{missing[0]}]")
     target = Target(name=data["name"], description=data["description"], **sections)

@@ -181,6 +181,20 @@ def test_target_toml_file(files, tmp_path, capsys):
     assert "for from_file" in capsys.readouterr().out
 
 
+def test_model_larger_than_the_chip_runs_with_allow_reprogramming(tmp_path, capsys):
+    from models import mlp
+    onnx.save(mlp(sizes=(64, 48, 48, 32)), tmp_path / "mlp.onnx")     # 16 crossbars on a chip of 8
+    data = preset_dict("small")
+    data["chip"] = {"tiles": 1, "pes_per_tile": 8}
+    (tmp_path / "chip.toml").write_text(_toml(data))
+    out = tmp_path / "mlp.cimp"
+    args = ["compile", tmp_path / "mlp.onnx", "-t", tmp_path / "chip.toml", "-o", out]
+    line = _fails(capsys, args, tmp_path)
+    assert "needs 16 crossbars" in line and "has 8" in line and "--allow-reprogramming" in line
+    assert main([str(a) for a in args] + ["--allow-reprogramming"]) == 0
+    assert "in 3 segments" in capsys.readouterr().out and out.exists()
+
+
 # -- user errors: status 2, one line, nothing left behind ------------------------------------------
 
 def test_not_an_onnx_file(tmp_path, capsys):

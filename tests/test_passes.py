@@ -227,20 +227,33 @@ def _fake_layer(k: int, n: int, group: int = 1, op: str = "MatMul") -> tuple[Nod
 def test_blocks_for_k_by_n(small):
     assert small.crossbar.rows == 64 and small.outputs_per_crossbar == 8
     node, g = _fake_layer(150, 20)
-    got = blocks(node, g, small)
+    got = blocks(node, small)
     rows = [(0, 64), (64, 128), (128, 150)]
     cols = [(0, 8), (8, 16), (16, 20)]
-    assert sorted(got) == sorted((0, r, c) for r in rows for c in cols)
+    assert sorted((b.group, b.rows, b.cols) for b in got) == sorted((0, r, c) for r in rows for c in cols)
+    assert sorted(b.local for b in got) == list(range(9)) and all(b.offset == (0, 0) for b in got)
 
 
 def test_grouped_conv_never_mixes_groups(small):
     node, g = _fake_layer(3 * 3 * 3, 4 * 12, group=4, op="Conv")     # n_g = 12 > 8 outputs/crossbar
-    got = blocks(node, g, small)
-    assert len(got) == 4 * 2
-    for group, (r0, r1), (c0, c1) in got:
-        assert 0 <= group < 4
-        assert group * 12 <= c0 < c1 <= (group + 1) * 12
+    got = blocks(node, small)
+    assert len(got) == 4 * 2 and len({b.local for b in got}) == 8
+    for b in got:
+        (r0, r1), (c0, c1) = b.rows, b.cols
+        assert 0 <= b.group < 4
+        assert b.group * 12 <= c0 < c1 <= (b.group + 1) * 12
         assert c1 - c0 <= small.outputs_per_crossbar and r1 - r0 <= small.crossbar.rows
+
+
+def test_depthwise_groups_share_crossbars(small):
+    # 16 channels of a 3x3 depthwise conv: 9 rows and 1 output each. A 64x64 crossbar holds
+    # 8 outputs and 7 groups of 9 rows, so 7 groups per crossbar, block-diagonally: 3 crossbars.
+    node, g = _fake_layer(9, 16, group=16, op="Conv")
+    got = blocks(node, small)
+    assert [b.local for b in got] == [0] * 7 + [1] * 7 + [2] * 2
+    assert [b.offset for b in got[:7]] == [(9 * i, i) for i in range(7)]
+    assert got[7].offset == (0, 0) and got[8].offset == (9, 1)
+    assert all(b.rows == (0, 9) and b.cols == (b.group, b.group + 1) for b in got)
 
 
 @given(k=st.integers(1, 300), n_g=st.integers(1, 40), group=st.sampled_from([1, 2, 3, 8]),
@@ -250,11 +263,22 @@ def test_every_weight_covered_exactly_once(k, n_g, group, rows, cols, cell_bits)
     target = _target(rows=rows, cols=cols, cell_bits=cell_bits)
     node, g = _fake_layer(k, n_g * group, group=group, op="Conv" if group > 1 else "MatMul")
     cover = np.zeros((k, n_g * group), dtype=np.int64)
-    for grp, (r0, r1), (c0, c1) in blocks(node, g, target):
-        assert r1 - r0 <= rows and c1 - c0 <= target.outputs_per_crossbar
-        assert grp * n_g <= c0 < c1 <= (grp + 1) * n_g
+    per = target.outputs_per_crossbar
+    crossbars: dict[int, np.ndarray] = {}
+    for b in blocks(node, target):
+        (r0, r1), (c0, c1) = b.rows, b.cols
+        assert r1 - r0 <= rows and c1 - c0 <= per
+        assert b.group * n_g <= c0 < c1 <= (b.group + 1) * n_g
         cover[r0:r1, c0:c1] += 1
+        # Blocks sharing a crossbar sit in disjoint wordlines and outputs within its bounds.
+        cells = crossbars.setdefault(b.local, np.zeros((rows, per), dtype=np.int64))
+        (w0, o0) = b.offset
+        assert w0 + r1 - r0 <= rows and o0 + c1 - c0 <= per
+        cells[w0:w0 + r1 - r0, :] += 1
+        cells[:, o0:o0 + c1 - c0] += 1
+        assert cells.max() <= 2 and not (cells[w0:w0 + r1 - r0, o0:o0 + c1 - c0] != 2).any()
     assert np.all(cover == 1)
+    assert sorted(crossbars) == list(range(len(crossbars)))
 
 
 def _quantized(model, target):

@@ -35,20 +35,22 @@ class Scheduled:
         validate(schedule or self.schedule, self.graph, self.mapping, self.target)
 
     def copy(self) -> Schedule:
-        return Schedule(self.schedule.scheduler, list(self.schedule.tasks), list(self.schedule.start))
+        return Schedule(self.schedule.scheduler, list(self.schedule.tasks), list(self.schedule.start),
+                        list(self.schedule.writes))
 
 
-def _schedule(model, target) -> Scheduled:
+def _schedule(model, target, allow_reprogramming: bool = False) -> Scheduled:
     g = import_onnx(model).graph
     fold_channel_affine(g)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         quantize(g, target, {"x": uniform(model, 8, seed=0)})
-    mapping = map_layers(g, target)
+    mapping = map_layers(g, target, allow_reprogramming)
     cost = CostModel(target, g, mapping)
     tasks = build_tasks(g, mapping, cost)
     deps = dependencies(g, tasks, mapping, cost)
-    return Scheduled(g, mapping, target, cost, deps, schedule_layer_by_layer(g, tasks, deps))
+    return Scheduled(g, mapping, target, cost, deps,
+                     schedule_layer_by_layer(g, tasks, deps, cost.write_cycles()))
 
 
 CASES = [("conv_net", "small"), ("mlp", "small"), ("residual_net", "small"), ("avgpool_net", "small"),

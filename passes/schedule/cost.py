@@ -27,10 +27,11 @@ class CostModel:
         return self.target.precision.activation_bits / 8
 
     def mvm_cycles(self, layer: LayerMapping) -> int:
-        """Cycles of one MVM (one output pixel): every input chunk is one read, then its conversions."""
+        """Cycles of one MVM (one output pixel): every input chunk is one read, then its conversions
+        (none on a digital chip, whose adder trees finish within the read)."""
         t, xb = self.target.timing, self.target
         columns = layer.columns_used * xb.columns_per_weight
-        convert = math.ceil(columns / xb.adc.per_crossbar) * t.adc_cycles
+        convert = 0 if xb.adc is None else math.ceil(columns / xb.adc.per_crossbar) * t.adc_cycles
         return xb.input_chunks * max(t.crossbar_read_cycles, convert)
 
     def transfer_cycles(self, nbytes: float, src: int, dst: int) -> int:
@@ -54,6 +55,17 @@ class CostModel:
         """(crossbar busy cycles, total cycles until the set's output rows are written)."""
         compute = pixels * self.mvm_cycles(layer)
         return compute, compute + self.reduce_cycles(layer, pixels)
+
+    def write_cycles(self) -> list[int]:
+        """Cycles to program each segment of a model run in segments (none for one that fits):
+        crossbars are written in parallel, each one wordline at a time."""
+        if self.mapping.segments == 1:
+            return []
+        rows = [0] * self.mapping.segments
+        for layer in self.mapping.layers.values():
+            for x in layer.crossbars:
+                rows[x.segment] = max(rows[x.segment], x.offset[0] + x.rows[1] - x.rows[0])
+        return [r * self.target.timing.write_cycles_per_row for r in rows]
 
     def vector_elements(self, node: Node) -> int:
         sizes = [self.graph.tensors[t].size for t in node.inputs + node.outputs

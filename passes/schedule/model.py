@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from cimc.ir import Graph
 from cimc.passes.mapping import Mapping
@@ -29,6 +29,19 @@ class Task:
     compute: int
     duration: int
     reads: tuple[tuple[str, int, int], ...]
+    segment: int = 0                          # crossbar contents it needs (see mapping)
+
+
+@dataclass(frozen=True)
+class Write:
+    """Programming one segment's weights into the crossbars (reprogrammed models only)."""
+    segment: int
+    start: int
+    duration: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.duration
 
 
 @dataclass
@@ -36,20 +49,21 @@ class Schedule:
     scheduler: str
     tasks: list[Task]
     start: list[int]
+    writes: list[Write] = field(default_factory=list)
 
     def end(self, task_id: int) -> int:
         return self.start[task_id] + self.tasks[task_id].duration
 
     @property
     def makespan(self) -> int:
-        return max((self.end(t.id) for t in self.tasks), default=0)
+        return max([self.end(t.id) for t in self.tasks] + [w.end for w in self.writes], default=0)
 
     def busy_crossbar_cycles(self) -> int:
         return sum(t.compute * len(t.resources) for t in self.tasks if t.kind == "mvm")
 
     def to_dict(self) -> dict:
         return {"scheduler": self.scheduler, "start": list(self.start),
-                "tasks": [asdict(t) for t in self.tasks]}
+                "tasks": [asdict(t) for t in self.tasks], "writes": [asdict(w) for w in self.writes]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Schedule":
@@ -57,7 +71,8 @@ class Schedule:
         for t in data["tasks"]:
             tasks.append(Task(**{**t, "out_rows": tuple(t["out_rows"]), "resources": tuple(t["resources"]),
                                  "reads": tuple(tuple(r) for r in t["reads"])}))
-        return cls(data["scheduler"], tasks, [int(s) for s in data["start"]])
+        return cls(data["scheduler"], tasks, [int(s) for s in data["start"]],
+                   [Write(**w) for w in data["writes"]])
 
 
 def build_tasks(graph: Graph, mapping: Mapping, cost: CostModel) -> list[Task]:
@@ -68,11 +83,11 @@ def build_tasks(graph: Graph, mapping: Mapping, cost: CostModel) -> list[Task]:
         if node.is_crossbar:
             layer = mapping.layers[node.name]
             tile = layer.home_tile
-            resources = tuple(f"xbar:{x.id}" for x in layer.crossbars)
+            resources = tuple(f"xbar:{x}" for x in layer.xbars)
             for s in node_sets(graph, node):
                 compute, duration = cost.set_cycles(layer, s.pixels)
                 tasks.append(Task(len(tasks), node.name, "mvm", s.index, s.out_rows, s.pixels, tile,
-                                  resources, compute, duration, s.reads))
+                                  resources, compute, duration, s.reads, layer.segment))
         else:
             producers = [home[t] for t in node.inputs if t in home]
             tile = producers[0] if producers else 0

@@ -5,7 +5,10 @@ geometry which rows each set needs by enumerating kernel taps, expects every
 output row of every operator to be produced exactly once, checks that no
 crossbar or GPEU serves two sets at once, that a set starts only after all the
 rows it needs exist plus at least the network's hop latency from the tile that
-holds them, and that crossbar sets run on crossbars of their own layer.
+holds them, and that crossbar sets run on crossbars of their own layer. For a
+model run in segments it checks that every segment is programmed once, for at
+least as long as its rows take to write, and that a crossbar set runs only
+while its own segment's weights are in the crossbars.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def validate(schedule: Schedule, graph: Graph, mapping: Mapping, target: Target)
                                       f"and {t.id})")
             rows[r] = t.id
         if node.is_crossbar:
-            own = {f"xbar:{x.id}" for x in mapping.layers[node.name].crossbars}
+            own = {f"xbar:{x.xbar}" for x in mapping.layers[node.name].crossbars}
             if t.kind != "mvm" or not t.resources or not set(t.resources) <= own:
                 raise ScheduleInvalid(f"task {t.id} of layer {node.name} does not run on that layer's "
                                       f"crossbars")
@@ -67,6 +70,7 @@ def validate(schedule: Schedule, graph: Graph, mapping: Mapping, target: Target)
         if len(have) != want:
             missing = sorted(set(range(want)) - set(have))
             raise ScheduleInvalid(f"{node.name}: output rows {missing[:5]} are never produced")
+    _check_writes(schedule, mapping, target)
     # Resources: no overlap of busy intervals.
     busy: dict[str, list[tuple[int, int, int]]] = {}
     for t in tasks:
@@ -91,3 +95,39 @@ def validate(schedule: Schedule, graph: Graph, mapping: Mapping, target: Target)
                     raise ScheduleInvalid(f"task {t.id} ({t.node} set {t.index}) starts at "
                                           f"{schedule.start[t.id]} before row {row} of {tensor} arrives "
                                           f"at {arrival}")
+
+
+def _check_writes(schedule: Schedule, mapping: Mapping, target: Target) -> None:
+    """Segments are written one after another, and each is in the crossbars while its sets run."""
+    segments = mapping.segments
+    writes = sorted(schedule.writes, key=lambda w: w.segment)
+    if segments == 1:
+        if writes:
+            raise ScheduleInvalid("the schedule reprograms crossbars of a model that fits the chip")
+        return
+    if [w.segment for w in writes] != list(range(segments)):
+        raise ScheduleInvalid(f"the model has {segments} segments but the schedule writes segments "
+                              f"{[w.segment for w in writes]}")
+    for a, b in zip(writes, writes[1:]):
+        if b.start < a.end:
+            raise ScheduleInvalid(f"segment {b.segment} is written from {b.start}, before segment "
+                                  f"{a.segment} is written at {a.end}")
+    rows: dict[tuple[int, int], int] = {}          # (segment, crossbar) -> wordlines programmed
+    for lm in mapping.layers.values():
+        for x in lm.crossbars:
+            key = (x.segment, x.xbar)
+            rows[key] = max(rows.get(key, 0), x.offset[0] + x.rows[1] - x.rows[0])
+    for w in writes:
+        need = max(r for (s, _), r in rows.items() if s == w.segment) * target.timing.write_cycles_per_row
+        if w.start < 0 or w.duration < need:
+            raise ScheduleInvalid(f"segment {w.segment} is written in {w.duration} cycles from {w.start}; "
+                                  f"its rows take {need}")
+    for t in schedule.tasks:
+        if t.kind != "mvm":
+            continue
+        segment = mapping.layers[t.node].segment
+        start, stop = schedule.start[t.id], schedule.start[t.id] + t.compute
+        later = writes[segment + 1].start if segment + 1 < segments else None
+        if start < writes[segment].end or (later is not None and stop > later):
+            raise ScheduleInvalid(f"task {t.id} ({t.node} set {t.index}) runs from {start} to {stop}, "
+                                  f"outside the time segment {segment}'s weights are in the crossbars")

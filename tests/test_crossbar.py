@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from onnx import helper
@@ -9,7 +11,7 @@ from onnx import helper
 import cimc
 from cimc.errors import TargetError
 from cimc.runtime import crossbar as xb
-from cimc.targets import target_from_dict
+from cimc.targets import preset_names, target_from_dict
 
 import models
 from conftest import compile_model, preset_dict, uniform
@@ -222,6 +224,45 @@ def test_impossible_targets(section, key, value, match):
     data[section][key] = value
     with pytest.raises(TargetError, match=match):
         target_from_dict(data, "bad")
+
+
+def test_digital_chip_has_no_adc():
+    data = preset_dict("sram")
+    assert data["crossbar"]["kind"] == "digital" and "adc" not in data
+    data["adc"] = preset_dict("small")["adc"]
+    with pytest.raises(TargetError, match=r"\[adc\] given for a digital chip"):
+        target_from_dict(data, "bad")
+    analog = preset_dict("small")
+    del analog["adc"]
+    with pytest.raises(TargetError, match=r"missing table \[adc\]"):
+        target_from_dict(analog, "bad")
+    analog = preset_dict("small")
+    analog["crossbar"]["kind"] = "optical"
+    with pytest.raises(TargetError, match="crossbar.kind.*analog, digital"):
+        target_from_dict(analog, "bad")
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_preset_compiles_and_runs_a_model_at_both_levels(preset):
+    model = models.conv_net()
+    calib = {"x": uniform(model, 32, seed=3)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        program = cimc.compile(model, preset, calibration=calib)
+    x = uniform(model, 4, seed=4)
+    ideal = cimc.run(program, {"x": x})
+    hardware = cimc.run(program, {"x": x}, level="crossbar", shortcut=False)
+    # the 8-bit presets' ADCs are lossless for this model's columns, so the hardware's
+    # arithmetic gives the same bits
+    np.testing.assert_array_equal(hardware.outputs["prob"], ideal.outputs["prob"])
+    assert ideal.stats["latency_cycles"] == program.report["makespan_cycles"] > 0
+    target = program.target
+    if target.digital:
+        assert ideal.stats["adc_conversions"] == 0 and ideal.stats["adc_energy_pj"] == 0.0
+        # two's complement words, one bit per cell: 8 columns per weight
+        assert target.columns_per_weight == target.precision.weight_bits
+    else:
+        assert ideal.stats["adc_conversions"] > 0
 
 
 def test_unknown_level_names_crossbar():

@@ -11,6 +11,7 @@ an importer is refused with the node's name, its op type and the supported list.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from onnx.reference import ReferenceEvaluator
 
 from cimc.errors import ModelError, UnsupportedOperatorError
 from cimc.importers import IMPORTERS, ImportContext, QuantizedConstant
+from cimc.inputs import check_memory
 from cimc.ir import Graph, Node, Tensor
 
 #: Models older than this opset are converted to it, so importers see one semantics per op.
@@ -74,6 +76,12 @@ def parse_input_shapes(specs: "list[str] | dict[str, tuple[int, ...]] | None") -
     return shapes
 
 
+def _one_line(exc: Exception, limit: int = 400) -> str:
+    """An exception's message on one line: the checker spreads a node's description over several."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _default_opset(model: onnx.ModelProto) -> int:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
@@ -121,6 +129,43 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
         raise ModelError(f"shape inference failed: {exc}".splitlines()[0]) from None
 
 
+def _infer_declared(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, tuple[int, ...]]]:
+    """Strict shape inference of the model as given; the static shapes its graph outputs declare.
+
+    A ceil_mode pool whose last window onnxruntime drops makes the model's declared shapes
+    (exporters declare what the runtime computes) contradict ONNX's own inference, which keeps the
+    window, before :func:`_settle_ceil_mode` can reconcile the two. When the declared shapes are
+    the only conflict, inference runs without them; the caller checks the graph outputs' declared
+    shapes against the settled ones.
+    """
+    try:
+        return _infer(model), {}
+    except ModelError as first:
+        declared = {}
+        for out in model.graph.output:
+            dims = out.type.tensor_type.shape.dim
+            if out.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+                declared[out.name] = tuple(d.dim_value for d in dims)
+        stripped = onnx.ModelProto()
+        stripped.CopyFrom(model)
+        del stripped.graph.value_info[:]
+        for out in stripped.graph.output:
+            out.type.tensor_type.ClearField("shape")
+        try:
+            return _infer(stripped), declared
+        except ModelError:
+            raise first from None
+
+
+def _check_declared(model: onnx.ModelProto, declared: dict[str, tuple[int, ...]]) -> None:
+    for out in model.graph.output:
+        if out.name in declared:
+            shape = tuple(d.dim_value for d in out.type.tensor_type.shape.dim)
+            if shape != declared[out.name]:
+                raise ModelError(f"graph output {out.name!r} is declared with shape {list(declared[out.name])} "
+                                 f"but the model computes {list(shape)}")
+
+
 def _fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, QuantizedConstant]]:
     """Evaluate every node whose inputs are all known, with ONNX's reference evaluator.
 
@@ -150,6 +195,9 @@ def _fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, 
                     and all(i in known for i in inputs) and node.op_type != "Identity"
                     and not any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute))
         if foldable and (inputs or node.op_type in ("Constant", "ConstantOfShape")):
+            count = sum(math.prod(static_shapes[o]) for o in node.output if o in static_shapes)
+            check_memory(8 * count, f"folding node {node.name!r} ({node.op_type}) into a constant of "
+                                    f"{count:,} values", "the model's constants must fit in memory")
             try:
                 values = ReferenceEvaluator(node, opsets=opsets).run(
                     None, {i: known[i] for i in inputs})
@@ -288,14 +336,20 @@ def _freeze_inputs(model: onnx.ModelProto, constants: dict[str, np.ndarray]) -> 
 
 def import_onnx(model: "str | Path | onnx.ModelProto",
                 input_shapes: "list[str] | dict[str, tuple[int, ...]] | None" = None,
-                constants: dict[str, np.ndarray] | None = None) -> ImportedModel:
-    """Import a model; ``constants`` fixes graph inputs (weights fed as inputs) to given values."""
+                constants: dict[str, np.ndarray] | None = None, memory_check: bool = True) -> ImportedModel:
+    """Import a model; ``constants`` fixes graph inputs (weights fed as inputs) to given values.
+
+    ``memory_check``: refuse a model one inference of which cannot fit in this machine's memory
+    (compile and run need that much; a mere look at the graph does not)."""
     proto, raw, source = load_model(model)
     model_hash = hashlib.sha256(raw).hexdigest()
     proto = onnx.ModelProto.FromString(raw) if isinstance(model, onnx.ModelProto) else proto
     if constants:
         _freeze_inputs(proto, constants)
     opset = _default_opset(proto)
+    if opset > onnx.defs.onnx_opset_version():
+        raise ModelError(f"{source} uses ONNX opset {opset}; this cimc (onnx {onnx.__version__}) knows opsets "
+                         f"up to {onnx.defs.onnx_opset_version()}")
     # Weights that are also listed as graph inputs are constants, not user inputs.
     initializers = {i.name for i in proto.graph.initializer}
     kept_inputs = [i for i in proto.graph.input if i.name not in initializers]
@@ -305,7 +359,7 @@ def import_onnx(model: "str | Path | onnx.ModelProto",
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
-        raise ModelError(f"{source} fails the ONNX checker: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"{source} fails the ONNX checker: {_one_line(exc)}") from None
     legacy_resizes = _legacy_resize_outputs(proto) if opset < 11 else set()
     if opset < MIN_OPSET:
         try:
@@ -315,7 +369,8 @@ def import_onnx(model: "str | Path | onnx.ModelProto",
                              f"{str(exc).splitlines()[0]}") from None
         _legacy_resize_modes(proto, legacy_resizes)
     _fix_input_shapes(proto, parse_input_shapes(input_shapes))
-    folded, integers = _fold_constants(_infer(proto))
+    inferred, declared = _infer_declared(proto)
+    folded, integers = _fold_constants(inferred)
     _legacy_resize_modes(folded, legacy_resizes)          # scales computed from shapes are known now
     proto = _infer(folded)
     if _settle_ceil_mode(proto):
@@ -323,7 +378,10 @@ def import_onnx(model: "str | Path | onnx.ModelProto",
         for out in proto.graph.output:               # declared with the extra window too
             out.type.tensor_type.ClearField("shape")
         proto = _infer(proto)
+    _check_declared(proto, declared)
     graph = _lower(proto, source, integers)
+    if memory_check:
+        _check_memory(graph, input_shapes)
     return ImportedModel(graph=graph, model_hash=model_hash, opset=max(opset, MIN_OPSET), source=source)
 
 
@@ -332,6 +390,25 @@ def import_onnx(model: "str | Path | onnx.ModelProto",
 _INPUT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                 onnx.TensorProto.UINT8, onnx.TensorProto.INT8,
                 onnx.TensorProto.UINT16, onnx.TensorProto.INT16, onnx.TensorProto.INT32}
+
+
+def _check_memory(graph: Graph, input_shapes) -> None:
+    """Refuse up front a model one inference of which cannot fit in this machine's memory.
+
+    The estimate is a lower bound: every activation of one inference in float32 (the runtime keeps
+    each in a tile buffer; calibration evaluates the graph sample by sample), plus the constants.
+    """
+    values = sum(math.prod(t.shape) for t in graph.tensors.values() if not t.is_constant)
+    constants = sum(t.data.nbytes for t in graph.tensors.values() if t.is_constant)
+    largest = max((t for t in graph.tensors.values() if not t.is_constant), key=lambda t: math.prod(t.shape),
+                  default=None)
+    if largest is None:
+        return
+    fix = ("give smaller shapes with --input-shape" if input_shapes else
+           "cimc needs the model's activations of one inference in memory")
+    check_memory(4 * values + constants,
+                 f"one inference of this model ({values:,} activation values; the largest, {largest.name!r}, "
+                 f"is {'x'.join(map(str, largest.shape))})", fix)
 
 
 def _constant_output(graph: Graph, name: str, declared: tuple[int, ...] | None) -> None:
@@ -402,6 +479,10 @@ def _lower(model: onnx.ModelProto, source: str, integers: dict[str, QuantizedCon
     for out in g.output:
         if out.name not in graph.tensors:
             raise ModelError(f"graph output {out.name!r} is produced by no node")
+        if out.name in graph.inputs:
+            raise UnsupportedOperatorError(
+                f"graph output {out.name!r} is a graph input passed through unchanged; supported: outputs "
+                f"computed by the model's operators")
         if graph.tensors[out.name].is_constant:
             _constant_output(graph, out.name, shapes.get(out.name, (None,))[0])
         graph.outputs.append(out.name)

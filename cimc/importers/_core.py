@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from cimc.errors import UnsupportedOperatorError
+from cimc.errors import ModelError, UnsupportedOperatorError
 from cimc.ir import Graph, Node, QuantGrid, Tensor
 
 
@@ -91,6 +91,16 @@ def importer(*ops: str) -> Callable[[Importer], Importer]:
             IMPORTERS[op] = fn
         return fn
     return register
+
+
+def finite(node: onnx.NodeProto, role: str, name: str, data: np.ndarray | None) -> None:
+    """Refuse a parameter with NaN or Inf values: crossbars and folded weights hold finite numbers."""
+    if data is None or data.dtype.kind != "f":
+        return
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if bad:
+        raise ModelError(f"node {node.name!r} ({node.op_type}): {role} {name!r} holds {bad} NaN or infinite "
+                         f"value(s) of {data.size}; cimc needs finite weights and parameters")
 
 
 def refuse(node: onnx.NodeProto, what: str, supported: str) -> UnsupportedOperatorError:

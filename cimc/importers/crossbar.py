@@ -9,9 +9,16 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from cimc.importers._core import ImportContext, importer, refuse, spatial_window, to_2d
+from cimc.importers._core import ImportContext, finite, importer, refuse, spatial_window, to_2d
 from cimc.importers.quantized import per_channel, qdq_given
-from cimc.ir import Node, Tensor
+from cimc.ir import Tensor
+
+
+def _finite_parameters(ctx: ImportContext, node: onnx.NodeProto) -> None:
+    """Weights and bias of a crossbar operator must be finite (NaN cannot be quantized or programmed)."""
+    for index, role in ((1, "weight"), (2, "bias")):
+        if len(node.input) > index and node.input[index]:
+            finite(node, role, node.input[index], ctx.const(node.input[index]))
 
 
 @importer("Conv")
@@ -21,6 +28,7 @@ def _conv(ctx: ImportContext, node: onnx.NodeProto) -> None:
     if w is None:
         raise refuse(node, "a weight computed at run time", "constant weights (they are programmed "
                      "into crossbars)")
+    _finite_parameters(ctx, node)
     rank = w.ndim - 2
     if rank not in (1, 2):
         raise refuse(node, f"{rank}-D convolution", "1-D and 2-D convolution")
@@ -47,12 +55,11 @@ def _gemm(ctx: ImportContext, node: onnx.NodeProto) -> None:
     b = ctx.const(node.input[1])
     if b is None or ctx.const(node.input[0]) is not None:
         raise refuse(node, "Gemm whose B operand is not a constant", "Gemm(activation, constant B)")
+    _finite_parameters(ctx, node)
     x = node.input[0]
-    if a.get("transA", 0):
+    if a.get("transA", 0):    # a transpose of this node's own: other Gemms may transpose the same input
         m, k = ctx.shape(x)
-        ctx.graph.add_tensor(Tensor(x + ":T", (k, m), np.dtype(np.float32)))
-        ctx.graph.add_node(Node(node.name + ":transA", "Transpose", [x], [x + ":T"], {"perm": (1, 0)}))
-        x = x + ":T"
+        x = ctx.step(node, "Transpose", [x], {"perm": (1, 0)}, (k, m), "transA")
     w = b.T if a.get("transB", 0) else b
     w = (float(a.get("alpha", 1.0)) * w).astype(np.float32)
     inputs = [x, ctx.add_const(node.name + ":W", w)]
@@ -91,6 +98,7 @@ def _matmul(ctx: ImportContext, node: onnx.NodeProto) -> None:
     if w is None or ctx.const(node.input[0]) is not None:
         raise refuse(node, "MatMul without a constant second operand",
                      "MatMul(activation, constant matrix or stack of matrices)")
+    _finite_parameters(ctx, node)
     if w.ndim == 2 and len(ctx.shape(node.input[0])) >= 2:
         attrs = {}
         integers = ctx.integers.get(node.input[1])
@@ -153,6 +161,7 @@ def _conv_transpose(ctx: ImportContext, node: onnx.NodeProto) -> None:
     w = ctx.const(node.input[1])
     if w is None:
         raise refuse(node, "a weight computed at run time", "constant weights")
+    _finite_parameters(ctx, node)
     rank = w.ndim - 2
     if rank not in (1, 2):
         raise refuse(node, f"{rank}-D transposed convolution", "1-D and 2-D transposed convolution")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from cimc.importers._core import ImportContext, importer, refuse
+from cimc.importers._core import ImportContext, finite, importer, refuse
 from cimc.importers._common import (_string, _no_integer_arithmetic, _keep_integers, _typed_output, _EXACT_INTEGERS,
                                      _integer_arithmetic, _float_const, _constant_input, _operands, _inputs_as_given)
 from cimc.ir import Tensor
@@ -18,6 +18,11 @@ _ELEMENTWISE = ("Add", "Sub", "Mul", "Div")
 def _binary(ctx: ImportContext, node: onnx.NodeProto) -> None:
     if all(ctx.const(i) is not None for i in node.input):
         raise refuse(node, "an operation on constants only", "at least one activation")
+    if node.op_type != "Div":        # a constant after a crossbar operator may be folded into its weights
+        for name, other in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
+            producer = ctx.graph.producer(other) if ctx.const(other) is None else None
+            if producer is not None and producer.is_crossbar:
+                finite(node, "constant", name, ctx.const(name))
     ctx.emit(node, node.op_type, list(node.input), _integer_arithmetic(ctx, node))
 
 

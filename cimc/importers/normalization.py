@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
-from cimc.importers._core import ImportContext, importer, refuse
+from cimc.errors import ModelError
+from cimc.importers._core import ImportContext, finite, importer, refuse
 from cimc.importers._common import _no_integer_arithmetic, _float_const
 
 
@@ -28,6 +30,11 @@ def _batch_norm(ctx: ImportContext, node: onnx.NodeProto) -> None:
         raise refuse(node, f"a rank-{rank} input", "inputs (N, C, ...)")
     if any(ctx.const(n) is None for n in node.input[1:5]):
         raise refuse(node, "scale, bias, mean or variance computed at run time", "constant parameters")
+    for role, name in zip(("scale", "bias", "mean", "variance"), node.input[1:5]):
+        finite(node, role, name, ctx.const(name))
+    if (ctx.const(node.input[4]).astype(np.float64) + float(a.get("epsilon", 1e-5)) <= 0).any():
+        raise ModelError(f"node {node.name!r} (BatchNormalization): variance {node.input[4]!r} plus epsilon is "
+                         f"not positive for some channel (its output would be NaN)")
     # ONNX's inputs as they are, as float32: passes.fuse folds one that follows a convolution into it.
     ctx.emit(node, "BatchNormalization", [x] + [_float_const(ctx, n) for n in node.input[1:5]],
              {"epsilon": float(a.get("epsilon", 1e-5))})

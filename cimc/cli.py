@@ -50,7 +50,23 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-reprogramming", action="store_true",
                    help="run a model larger than the chip in segments of layers, each programmed into "
                         "the crossbars in turn (every inference pays their writes in time and energy)")
-    c.add_argument("--report-json", metavar="PATH", help="write the compile report as JSON")
+    c.add_argument("--sws", nargs="?", const="auto", choices=["auto", "s1", "s2", "s3"], metavar="SCHEME",
+                   help="sorted weight sectioning: lay out crossbar rows so that fewer ADC conversions "
+                        "are needed, dropping rows that are zero for all outputs of a crossbar. SCHEME: "
+                        "auto (default: per layer the cheapest of s2 and s3, and s1 where the target "
+                        "routes inputs per group, under the target's ADC energy model), s2 (one row order "
+                        "per crossbar), s3 (outputs regrouped, then s2), s1 (each output sorted on its "
+                        "own; needs crossbar.input_routing = \"per_group\")")
+    c.add_argument("--report-json", metavar="PATH", help="write the compile report as JSON; its adc section "
+                   "has ADC conversions, energy and crossbars per layer and in total, against the "
+                   "baselines B1 and B2")
+
+    pr = sub.add_parser("prune", help="magnitude-prune the crossbar weights of an ONNX model")
+    pr.add_argument("model", help="ONNX model file")
+    pr.add_argument("--sparsity", type=float, required=True,
+                    help="fraction of each Conv/ConvTranspose/Gemm/MatMul weight tensor set to zero, the "
+                         "smallest magnitudes first, in [0, 1)")
+    pr.add_argument("-o", "--output", required=True, help="pruned ONNX model to write")
 
     r = sub.add_parser("run", help="run a compiled program on the reference runtime")
     r.add_argument("program", help=".cimp program file")
@@ -59,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--level", default="ideal", choices=["ideal", "crossbar"],
                    help="numerics level: ideal (exact integer products, lossless ADCs) or crossbar "
                         "(bit slices, bit-serial inputs, per-column ADCs that clip) (default: ideal)")
+    r.add_argument("--arithmetic", default="exact", choices=["exact", "onnxruntime"],
+                   help="integer arithmetic of pre-quantized models' layers: exact (the ONNX specification "
+                        "and the hardware's arithmetic) or onnxruntime (reproduce the int8 arithmetic of the "
+                        "installed onnxruntime on this CPU: int16 pair saturation of x86 AVX2 kernels when it "
+                        "has it); ideal level only (default: exact)")
     r.add_argument("--check", metavar="MODEL.onnx", help="run onnxruntime on the same inputs and compare")
     r.add_argument("--output", "-o", metavar="OUT.npz", help="write the outputs")
     r.add_argument("--stats-json", metavar="PATH", help="write run statistics as JSON")
@@ -68,7 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--ir", action="store_true", help="the graph IR")
     i.add_argument("--schedule", action="store_true", help="the schedule (programs only)")
     i.add_argument("--program", action="store_true", help="the instruction listing (programs only)")
-    i.add_argument("--format", default="text", choices=["text", "json", "dot"], help="output format")
+    i.add_argument("--format", default="text", choices=["text", "json", "dot", "html"],
+                   help="output format: text, json or dot for graphs (--ir); text, json, dot (set dependency "
+                        "graph) or html (self-contained Gantt chart page) for --schedule; text or json for "
+                        "the listing (default: text)")
     i.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
                    help="fix a dynamic input shape of a model (repeatable)")
 
@@ -107,7 +131,7 @@ def _cmd_compile(args: argparse.Namespace) -> None:
         warnings.simplefilter("always")
         program = cimc.compile(args.model, args.target, scheduler=args.scheduler,
                                calibration=args.calibration, input_shapes=args.input_shape,
-                               allow_reprogramming=args.allow_reprogramming)
+                               allow_reprogramming=args.allow_reprogramming, sws=args.sws or False)
     for w in caught:
         print(f"cimc: warning: {w.message}", file=sys.stderr)
     r = program.report
@@ -120,6 +144,40 @@ def _cmd_compile(args: argparse.Namespace) -> None:
     print(f"compiled {r['model']} for {r['target']}: {r['crossbars_used']} crossbars on {r['tiles_used']} "
           f"tiles{segments}, {r['scheduler']} schedule {r['makespan_cycles']} cycles ({r['makespan_us']:.2f} us), "
           f"PE utilization {100 * r['pe_utilization']:.1f} % -> {args.output}")
+    if args.sws:
+        print(_sws_summary(r["adc"]))
+
+
+def _sws_summary(adc: dict) -> str:
+    """One line: what SWS chose, and its ADC figures per inference against both baselines."""
+    schemes: dict[str, int] = {}
+    for layer in adc["layers"]:
+        schemes[layer["scheme"]] = schemes.get(layer["scheme"], 0) + 1
+    t = adc["total"]
+    chosen, b1, b2 = t["chosen"], t["b1"], t["b2"]
+
+    def less(key: str, base: dict) -> str:
+        return f"{100 * (1 - chosen[key] / base[key]):.1f} % less" if base[key] else "n/a"
+    return (f"SWS: {', '.join(f'{s} on {n} layer(s)' for s, n in sorted(schemes.items()))}; ADC per inference "
+            f"({adc['energy_model']} model): {chosen['conversions']:,} conversions, "
+            f"{chosen['energy_pj'] / 1e6:.4g} uJ, {chosen['crossbars']} crossbars; energy {less('energy_pj', b2)} "
+            f"than B2 (natural order, per-column resolution: {b2['energy_pj'] / 1e6:.4g} uJ, {b2['crossbars']} "
+            f"crossbars), {less('energy_pj', b1)} than B1 (natural order, fixed {adc['b1_bits']}-bit "
+            f"ADCs: {b1['energy_pj'] / 1e6:.4g} uJ)")
+
+
+def _cmd_prune(args: argparse.Namespace) -> None:
+    import onnx
+    from cimc.prune import check_sparsity, prune_file
+    check_sparsity(args.sparsity)
+    _check_outputs(args.output)
+    model, done = prune_file(args.model, args.sparsity)
+    with atomic_path(args.output) as tmp:
+        onnx.save(model, str(tmp))
+    size = sum(p.size for p in done)
+    before, after = sum(p.zeros_before for p in done), sum(p.zeros_after for p in done)
+    print(f"pruned {len(done)} weight tensor(s) of {args.model} to {100 * args.sparsity:g} % sparsity each: "
+          f"{after:,} of {size:,} weights zero (before: {before:,}) -> {args.output}")
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -128,7 +186,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     _check_outputs(args.output, args.stats_json)
     program = cimc.Program.load(args.program)
     data = load_npz(args.input, "input")
-    result = cimc.run(program, data, level=args.level)
+    result = cimc.run(program, data, level=args.level, arithmetic=args.arithmetic)
     s = result.stats
     print(f"ran {s['batch']} inference(s) at level {s['level']}: latency {s['latency_cycles']} cycles "
           f"({s['latency_us']:.2f} us), PE utilization {100 * s['pe_utilization']:.1f} %, "
@@ -158,6 +216,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
 
 def _print_graph(graph, fmt: str) -> None:
+    if fmt == "html":
+        raise CimcError("graphs print as text, json or dot; html is for --schedule")
     print(json.dumps(graph.to_dict(), indent=2) if fmt == "json" else graph.to_dot() if fmt == "dot"
           else graph.format())
 
@@ -166,19 +226,21 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
     from cimc.program import MAGIC
     path = Path(args.file)
     if path.suffix == ".cimp" or (path.is_file() and path.open("rb").read(4) == MAGIC):
-        from cimc.listing import render_listing, render_schedule
+        from cimc import schedule_views
+        from cimc.listing import render_listing
         from cimc.program import Program
         program = Program.load(path)
         if args.ir:
             _print_graph(program.graph(), args.format)
         elif args.schedule:
-            if args.format == "json":
-                print(json.dumps(program.schedule.to_dict(), indent=2))
-            elif args.format == "dot":
-                raise CimcError("--schedule has text and json formats")
-            else:
-                print(render_schedule(program))
+            print(json.dumps(schedule_views.schedule_json(program), indent=2) if args.format == "json"
+                  else schedule_views.render_dot(program) if args.format == "dot"
+                  else schedule_views.render_html(program) if args.format == "html"
+                  else schedule_views.render_text(program))
         else:
+            if args.format in ("dot", "html"):
+                raise CimcError(f"the listing prints as text or json; {args.format} is for --schedule "
+                                f"(or dot for --ir)")
             if args.format == "json":
                 print(json.dumps({"manifest": program.manifest, "report": program.report,
                                   "crossbars": program.crossbars, "tiles": program.tiles}, indent=2))
@@ -220,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         {"compile": _cmd_compile, "run": _cmd_run, "inspect": _cmd_inspect,
-         "targets": _cmd_targets, "multipliers": _cmd_multipliers}[args.command](args)
+         "targets": _cmd_targets, "multipliers": _cmd_multipliers, "prune": _cmd_prune}[args.command](args)
     except CimcError as exc:
         print(f"cimc: error: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -23,8 +23,9 @@ from cimc.errors import CimcError
 from cimc.frontend import import_onnx, parse_input_shapes
 from cimc.inputs import check_arrays, load_npz
 from cimc.ir import PASS_ATTRS, Graph
+from cimc.passes import adc_energy, sws as sws_pass
 from cimc.passes.fuse import fold_batch_norm, fold_channel_affine
-from cimc.passes.mapping import Mapping, map_layers
+from cimc.passes.mapping import CrossbarSlot, Mapping, block_matrix, map_layers
 from cimc.passes.quantize import quantize
 from cimc.passes.schedule.cost import CostModel
 from cimc.passes.schedule.layer import schedule_layer_by_layer
@@ -59,16 +60,27 @@ def _calibration_arrays(graph: Graph, calibration) -> dict[str, np.ndarray] | No
 def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target", *,
             scheduler: str = "layer", calibration=None,
             input_shapes: "list[str] | dict | None" = None,
-            constants: dict[str, np.ndarray] | None = None, allow_reprogramming: bool = False) -> Program:
+            constants: dict[str, np.ndarray] | None = None, allow_reprogramming: bool = False,
+            sws: "bool | str" = False) -> Program:
     """Compile an ONNX model for a target; see ``cimc compile --help`` for the options.
 
     ``constants`` fixes model inputs to given arrays: weights that a model takes as
     inputs (as the ONNX conformance cases do) must be known to be programmed.
+
+    ``sws``: sorted weight sectioning (:mod:`cimc.passes.sws`). False: natural row
+    order. True or ``"auto"``: per layer the cheapest legal scheme under the target's
+    ADC energy model (s2 or s3, and s1 where the target routes inputs per group);
+    ``"s1"``, ``"s2"``, ``"s3"``: that scheme on every layer (s1 needs
+    ``crossbar.input_routing = "per_group"``). The report's ``adc`` section gives the
+    ADC conversions, energy and crossbars of the result and of the baselines B1 and B2.
     """
     if scheduler not in SCHEDULERS:
         raise CimcError(f"unknown scheduler {scheduler!r}; available: {', '.join(SCHEDULERS)}")
+    scheme = "auto" if sws is True else (sws or None)
     timer = _Timer({})
     target = load_target(target)
+    if scheme is not None:
+        sws_pass.check_scheme(scheme, target)
     with timer("frontend"):
         imported = import_onnx(model, input_shapes, constants)
     graph = imported.graph
@@ -77,8 +89,13 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
     calib = _calibration_arrays(graph, calibration)
     with timer("quantize"):
         quantize(graph, target, calib)
+    plans = None
+    if scheme is not None:
+        with timer("sws"):
+            plans = sws_pass.plan(graph, target, scheme)
     with timer("mapping"):
-        mapping = map_layers(graph, target, allow_reprogramming)
+        mapping = map_layers(graph, target, allow_reprogramming,
+                             None if plans is None else {name: p.blocks for name, p in plans.items()})
     cost = CostModel(target, graph, mapping)
     with timer("schedule"):
         tasks = build_tasks(graph, mapping, cost)
@@ -91,11 +108,15 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "cimc_version": cimc.__version__,
         "model_name": graph.name, "model_sha256": imported.model_hash,
-        "options": {"scheduler": scheduler, "allow_reprogramming": allow_reprogramming,
+        "options": {"scheduler": scheduler, "allow_reprogramming": allow_reprogramming, "sws": scheme,
                     "calibration_samples": None if calib is None else int(len(next(iter(calib.values())))),
                     "input_shapes": {k: list(v) for k, v in parse_input_shapes(input_shapes).items()}},
     }
     report = _report(graph, target, mapping, schedule, cost, folded, manifest)
+    with timer("adc_accounting"):
+        report["adc"] = adc_energy.report(graph, target, mapping, plans)
+    for entry, layer in zip(report["layers"], report["adc"]["layers"]):
+        entry["sws"] = layer["scheme"]
     program = _assemble(graph, target, mapping, schedule, tiles, manifest, report)
     program.pass_seconds = timer.seconds
     return program
@@ -151,23 +172,31 @@ def _assemble(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule
                               "x_zero": q.x_zero, "k": int(q.w_int.shape[0]), "n": int(q.w_int.shape[1]),
                               "out": None if q.out is None else {
                                   "scale": float(q.out.scale), "zero": int(q.out.zero),
-                                  "qmin": q.out.qmin, "qmax": q.out.qmax}}
+                                  "qmin": q.out.qmin, "qmax": q.out.qmax},
+                              "w_type": q.w_type}
             arrays[f"layer/{node.name}/w_scale"] = q.w_scale.astype(np.float32)
             if q.bias is not None:
                 arrays[f"layer/{node.name}/bias"] = q.bias.astype(np.float32)
             if q.bias_int is not None:
                 arrays[f"layer/{node.name}/bias_int"] = q.bias_int.astype(np.int64)
+            if q.w_zero is not None:
+                arrays[f"layer/{node.name}/w_zero"] = q.w_zero.astype(np.int64)
             peak = int(np.abs(q.w_int).max(initial=0))
             wdtype = np.int8 if peak < 128 else np.int16 if peak < 1 << 15 else np.int32
             for x in mapping.layers[node.name].crossbars:
-                arrays[f"xbar/{x.id}"] = q.w_int[x.rows[0]:x.rows[1], x.cols[0]:x.cols[1]].astype(wdtype)
+                arrays[f"xbar/{x.id}"] = block_matrix(q.w_int, x).astype(wdtype)
+                for key, index in (("xbar_rows", x.row_index), ("xbar_cols", x.col_index)):
+                    if index is not None:
+                        arrays[f"{key}/{x.id}"] = np.asarray(index, dtype=np.int32)
         else:
             entry["inputs"] = node.inputs
             for t in node.inputs:
                 if t and graph.tensors[t].is_constant:
                     arrays[f"const/{t}"] = graph.tensors[t].data
         nodes.append(entry)
-    crossbars = [asdict(x) for lm in mapping.layers.values() for x in lm.crossbars]
+    # Index arrays are stored as arrays (above), not in the JSON table.
+    table = [f.name for f in fields(CrossbarSlot) if f.name not in ("row_index", "col_index")]
+    crossbars = [{k: getattr(x, k) for k in table} for lm in mapping.layers.values() for x in lm.crossbars]
     tensors = {name: list(t.shape) for name, t in graph.tensors.items() if not t.is_constant}
     return Program(
         manifest=_plain(manifest), target=target,

@@ -1,4 +1,4 @@
-"""Human-readable views of a program: the instruction listing and the schedule, rendered by jinja2."""
+"""The human-readable instruction listing of a program, rendered by jinja2 (schedule views: schedule_views)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,19 @@ def describe(ins: dict) -> str:
     return ins["tensor"]
 
 
+def _few(index, shown: int = 6) -> str:
+    head = ", ".join(str(int(i)) for i in index[:shown])
+    return f"[{head}{', ...' if len(index) > shown else ''}]"
+
+
+def block_span(program: Program, x: dict) -> str:
+    """A block's rows and outputs: ranges, or the gathered rows / regrouped outputs of a sorted block."""
+    rows, cols = program.arrays.get(f"xbar_rows/{x['id']}"), program.arrays.get(f"xbar_cols/{x['id']}")
+    r = f"rows {x['rows'][0]}..{x['rows'][1] - 1}" if rows is None else f"gathers {rows.size} rows {_few(rows)}"
+    c = f"outputs {x['cols'][0]}..{x['cols'][1] - 1}" if cols is None else f"outputs {_few(cols)}"
+    return f"{r} {c}"
+
+
 def render_listing(program: Program) -> str:
     layers = [n for n in program.nodes if "quant" in n]
     xbars_of: dict[str, list] = {n["name"]: [] for n in layers}
@@ -40,24 +53,4 @@ def render_listing(program: Program) -> str:
     return _ENV.get_template("listing.txt.j2").render(
         m=program.manifest, t=program.target, r=program.report, layers=layers, xbars_of=xbars_of,
         crossbars=program.crossbars, tiles=[program.tiles[i] for i in used], tile_ids=used,
-        describe=describe)
-
-
-def render_schedule(program: Program, width: int = 64) -> str:
-    """A table per layer and an ASCII timeline (one line per operator)."""
-    sched = program.schedule
-    makespan = max(sched.makespan, 1)
-    by_node: dict[str, list] = {}
-    for t in sched.tasks:
-        by_node.setdefault(t.node, []).append(t)
-    lines = [f"schedule {sched.scheduler}: makespan {sched.makespan} cycles, "
-             f"{len(sched.tasks)} sets, PE utilization {100 * program.report['pe_utilization']:.1f} %", "",
-             f"{'operator':<30} {'kind':<4} {'sets':>5} {'tile':>4} {'start':>10} {'end':>10}  timeline"]
-    for name, tasks in by_node.items():
-        first = min(sched.start[t.id] for t in tasks)
-        last = max(sched.end(t.id) for t in tasks)
-        a, b = first * width // makespan, max(first * width // makespan + 1, last * width // makespan)
-        bar = " " * a + "#" * (b - a)
-        lines.append(f"{name[:30]:<30} {tasks[0].kind:<4} {len(tasks):>5} {tasks[0].tile:>4} "
-                     f"{first:>10} {last:>10}  |{bar:<{width}}|")
-    return "\n".join(lines)
+        describe=describe, span=lambda x: block_span(program, x))

@@ -8,7 +8,9 @@ sorted JSON keys), so one compile gives one byte sequence:
 ``manifest.json``   format name and version, cimc version, target, model hash, options
 ``program.json``    tensors, layers, vector operators, crossbars, per-tile instruction
                     streams, the schedule, the compile report
-``arrays/*.npy``    crossbar contents as programmed, quantization scales, biases, constants
+``arrays/*.npy``    crossbar contents as programmed (``xbar/<id>``), the input gather and
+                    output scatter of sorted blocks (``xbar_rows/<id>``, ``xbar_cols/<id>``),
+                    quantization scales, biases, constants
 
 The hash covers every byte of the archive, headers included, so any edit or
 truncation is caught. Loading checks the magic, the version, the hash, the
@@ -39,7 +41,8 @@ from cimc.targets import Target, target_from_dict
 from cimc.targets.codegen import PRIORITY
 
 FORMAT = "cimp"
-FORMAT_VERSION = 2
+#: 3: sorted blocks (SWS) carry their row and output indices (xbar_rows/, xbar_cols/).
+FORMAT_VERSION = 3
 MAGIC = b"CIMP"
 _HEADER = struct.Struct("<4sI32s")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -89,11 +92,24 @@ class Program:
         g.outputs = list(self.outputs)
         return g
 
+    def block_rows(self, x: dict[str, Any]) -> np.ndarray:
+        """Rows of the group's K on crossbar block ``x``'s wordlines: the input gather of a sorted
+        (SWS) block, else its contiguous row range."""
+        index = self.arrays.get(f"xbar_rows/{x['id']}")
+        return np.arange(*x["rows"]) if index is None else index.astype(np.int64)
+
+    def block_cols(self, x: dict[str, Any]) -> np.ndarray:
+        """Output channels of block ``x``'s outputs: regrouped (SWS s3), else its contiguous range."""
+        index = self.arrays.get(f"xbar_cols/{x['id']}")
+        return np.arange(*x["cols"]) if index is None else index.astype(np.int64)
+
     def mapping(self) -> Mapping:
         layers: dict[str, list[CrossbarSlot]] = {}
         for x in self.crossbars:
             layers.setdefault(x["layer"], []).append(CrossbarSlot(**{
-                **x, "rows": tuple(x["rows"]), "cols": tuple(x["cols"]), "offset": tuple(x["offset"])}))
+                **x, "rows": tuple(x["rows"]), "cols": tuple(x["cols"]), "offset": tuple(x["offset"]),
+                "row_index": self.arrays.get(f"xbar_rows/{x['id']}"),
+                "col_index": self.arrays.get(f"xbar_cols/{x['id']}")}))
         result = {}
         for n in self.nodes:
             if n["op"] in CROSSBAR_OPS:
@@ -209,11 +225,25 @@ def _check_contents(program: Program) -> None:
         for ins in stream:
             if ins.get("op") not in known_ops or not isinstance(ins.get("t"), int):
                 raise ProgramError(f"unknown or malformed instruction {str(ins)[:80]}")
+    layers = {n["name"]: n for n in program.nodes if "quant" in n}
     for x in program.crossbars:
         cells = program.arrays.get(f"xbar/{x['id']}")
         want = (x["rows"][1] - x["rows"][0], x["cols"][1] - x["cols"][0])
         if cells is None or cells.shape != want or cells.dtype.kind != "i":
             raise ProgramError(f"crossbar {x['id']} has no contents of shape {want}")
+        q, group = layers[x["layer"]]["quant"], x["group"]
+        n_g = q["n"] // layers[x["layer"]]["attrs"].get("group", 1)
+        for key, size, lo, hi in (("xbar_rows", want[0], 0, q["k"]),
+                                  ("xbar_cols", want[1], group * n_g, (group + 1) * n_g)):
+            index = program.arrays.get(f"{key}/{x['id']}")
+            if index is not None and (index.shape != (size,) or index.dtype.kind != "i" or index.size and (
+                    index.min() < lo or index.max() >= hi) or np.unique(index).size != size):
+                raise ProgramError(f"crossbar {x['id']} has a malformed {key} (it must hold {size} distinct "
+                                   f"indices in {lo}..{hi - 1})")
+    ids = {str(x["id"]) for x in program.crossbars}
+    for key in program.arrays:
+        if key.startswith(("xbar_rows/", "xbar_cols/")) and key.split("/", 1)[1] not in ids:
+            raise ProgramError(f"array {key} belongs to no crossbar")
     for n in program.nodes:
         if "quant" in n:
             for key, required in (("w_scale", True), ("bias", False)):

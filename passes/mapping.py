@@ -14,11 +14,24 @@ is kept in one tile, so its partial sums need no network. A model larger than
 the chip is refused unless reprogramming is allowed: then the layers are cut,
 in topological order, into *segments* that each fit the chip and are programmed
 one after another, every segment reusing the crossbars from the first.
+
+**Rows and outputs of a block.** ``rows`` and ``cols`` are spans of *positions* in
+the order in which the layer group's matrix rows and outputs are laid out. In the
+natural order a position is the row (or output channel) itself, and the block
+holds a contiguous piece of the matrix. Sorted weight sectioning
+(:mod:`cimc.passes.sws`) lays rows out in its own order per crossbar and may
+group outputs out of order: such a block also carries ``row_index`` (the row of
+the group's K on each of its wordlines) and, for regrouped outputs,
+``col_index`` (the output channel of each of its outputs). The span's length is
+the block's height or width either way; :func:`row_indices` and
+:func:`col_indices` give the matrix rows and channels of any block.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from cimc.errors import CapacityError
 from cimc.ir import Graph, Node
@@ -34,10 +47,13 @@ class CrossbarSlot:
     tile: int
     pe: int
     group: int
-    rows: tuple[int, int]     # row range within the group's K
-    cols: tuple[int, int]     # output channels (columns of the (K, N) matrix)
+    rows: tuple[int, int]     # span of row positions (natural order: rows of the group's K)
+    cols: tuple[int, int]     # span of output positions (natural order: output channels)
     offset: tuple[int, int] = (0, 0)   # first wordline and first output position on the crossbar
     segment: int = 0
+    # SWS: the group's K row on each wordline, and the channel of each output when regrouped.
+    row_index: np.ndarray | None = field(default=None, compare=False, repr=False)
+    col_index: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,26 @@ class Block:
     rows: tuple[int, int]
     cols: tuple[int, int]
     offset: tuple[int, int]
+    row_index: np.ndarray | None = field(default=None, compare=False, repr=False)
+    col_index: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+def row_indices(block: "Block | CrossbarSlot") -> np.ndarray:
+    """Rows of the group's (K, N_group) matrix on the block's wordlines, in wordline order."""
+    return np.arange(*block.rows) if block.row_index is None else block.row_index
+
+
+def col_indices(block: "Block | CrossbarSlot") -> np.ndarray:
+    """Output channels (columns of the layer's (K, N) matrix) of the block's outputs, in order."""
+    return np.arange(*block.cols) if block.col_index is None else block.col_index
+
+
+def block_matrix(w_int: np.ndarray, block: "Block | CrossbarSlot") -> np.ndarray:
+    """The block's weights, ``(wordlines, outputs)``, out of its layer's (K, N) matrix."""
+    if block.col_index is not None:
+        return w_int[np.ix_(row_indices(block), block.col_index)]
+    columns = w_int[:, block.cols[0]:block.cols[1]]                     # a view: gather rows from it
+    return columns[block.rows[0]:block.rows[1]] if block.row_index is None else columns[block.row_index]
 
 
 def blocks(node: Node, target: Target) -> list[Block]:
@@ -131,8 +167,10 @@ def blocks(node: Node, target: Target) -> list[Block]:
     return out
 
 
-def map_layers(graph: Graph, target: Target, allow_reprogramming: bool = False) -> Mapping:
-    plans = {node.name: blocks(node, target) for node in graph.crossbar_nodes()}
+def map_layers(graph: Graph, target: Target, allow_reprogramming: bool = False,
+               plans: dict[str, list[Block]] | None = None) -> Mapping:
+    """Place every layer's blocks: ``plans`` (from SWS) where given, else the natural :func:`blocks`."""
+    plans = {node.name: (plans or {}).get(node.name) or blocks(node, target) for node in graph.crossbar_nodes()}
     sizes = {name: 1 + max(b.local for b in plan) for name, plan in plans.items()}
     order = [node.name for node in graph.crossbar_nodes()]
     needed, total = sum(sizes.values()), target.total_crossbars
@@ -191,7 +229,7 @@ def _place(plans: dict[str, list[Block]], order: list[str], per_tile: int, segme
         for b in plan:
             xbar = next_xbar + b.local
             placed[name].append(CrossbarSlot(next_id, name, xbar, xbar // per_tile, xbar % per_tile, b.group,
-                                             b.rows, b.cols, b.offset, segment))
+                                             b.rows, b.cols, b.offset, segment, b.row_index, b.col_index))
             next_id += 1
         next_xbar += size
     return placed

@@ -80,10 +80,16 @@ def _bit_length(values: np.ndarray) -> np.ndarray:
     return bits
 
 
+def resolution(nonzero: np.ndarray, cell_bits: int, dac_bits: int) -> np.ndarray:
+    """Lossless ADC bits of columns with ``nonzero`` nonzero cells: ceil(log2(maxsum + 1)), with
+    maxsum = nonzero * (2**cell_bits - 1) * (2**dac_bits - 1); 0 (no ADC) for an all-zero column.
+    The one definition: the runtime and the compile-time energy accounting both use it."""
+    return _bit_length(np.asarray(nonzero, dtype=np.int64) * ((1 << cell_bits) - 1) * ((1 << dac_bits) - 1))
+
+
 def lossless_bits(cells: np.ndarray, cell_bits: int, dac_bits: int) -> np.ndarray:
     """Per column ``(polarity, slice, col)``: ceil(log2(maxsum + 1)), 0 for an all-zero column."""
-    nonzero = np.count_nonzero(cells, axis=-2).astype(np.int64)
-    return _bit_length(nonzero * ((1 << cell_bits) - 1) * ((1 << dac_bits) - 1))
+    return resolution(np.count_nonzero(cells, axis=-2), cell_bits, dac_bits)
 
 
 def column_bits(cells: np.ndarray, cell_bits: int, dac_bits: int, adc_bits: int | None) -> np.ndarray:
@@ -138,16 +144,20 @@ def weighted(cells: np.ndarray, mask: np.ndarray, cell_bits: int) -> np.ndarray:
     return np.einsum("psrc,psc->rc", cells.astype(np.int64), mask * scale[:, :, None])
 
 
-def lossy_block(xc: XbarCells, mask: np.ndarray, cell_bits: int, rows: np.ndarray, col0: int,
+def lossy_block(xc: XbarCells, mask: np.ndarray, cell_bits: int, rows: np.ndarray, outputs: np.ndarray,
                 n_group: int, offset: int) -> LossyBlock | None:
-    """The columns of ``mask`` as one matrix product's operands, or None if there are none."""
+    """The columns of ``mask`` as one matrix product's operands, or None if there are none.
+
+    ``rows``: the crossbar's rows among the unfolded input's columns (the input gather);
+    ``outputs``: the position among the group's ``n_group`` outputs of each block output.
+    """
     p, s, c = np.nonzero(mask)
     if p.size == 0:
         return None
     cells = xc.cells[p, s, :, c].T.astype(np.float32)                      # (rows, nl)
     caps = ((1 << xc.bits[p, s, c]) - 1).astype(np.float32)
     combine = np.zeros((p.size, n_group), dtype=np.float64)
-    combine[np.arange(p.size), col0 + c] = np.where(p == 0, 1.0, -1.0) * np.exp2(cell_bits * s)
+    combine[np.arange(p.size), np.asarray(outputs)[c]] = np.where(p == 0, 1.0, -1.0) * np.exp2(cell_bits * s)
     offset_vec = offset * cells.astype(np.float64).sum(axis=0) @ combine
     return LossyBlock(rows, cells, caps, combine, offset_vec)
 

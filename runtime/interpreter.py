@@ -13,6 +13,13 @@ blocks are exact, so the grouping cannot change a result) and multiplied with
 float32 BLAS in row chunks short enough that every partial sum provably stays
 below 2^24, the chunks being added in float64. Input rows are rounded to DAC
 codes once per layer, however many sets read them.
+
+The ``onnxruntime`` arithmetic (ideal level only) reproduces the int8 arithmetic
+of the installed onnxruntime on this CPU instead of the specification's: on x86
+without VNNI its u8 x s8 kernels saturate pair sums to int16, which the runtime
+adds to the exact sums of the layers ORT runs that way, and average pools over
+the whole image between two grids round as ORT's quantized pool does (see
+:mod:`cimc.runtime.ort_arithmetic`). What cimc quantized itself is unaffected.
 """
 
 from __future__ import annotations
@@ -33,9 +40,14 @@ from cimc.passes.schedule.sets import tensor_rows
 from cimc.program import Program
 from cimc.runtime import crossbar as xb
 from cimc.runtime.kernels import VECTOR_KERNELS, lift_constant, patches_nhwc, to_nhwc, weights_khwc
+from cimc.runtime.ort_arithmetic import (SaturatingPairs, global_average_requantized, onnxruntime_saturates,
+                                         pair_saturation, requantized_pools, saturating_layer, saturating_pairs)
 from cimc.targets.codegen import PRIORITY, accumulator
 
 LEVELS = ("ideal", "crossbar")
+#: ``exact``: the ONNX specification and the hardware; ``onnxruntime``: the installed onnxruntime's
+#: int8 arithmetic on this CPU, for pre-quantized models.
+ARITHMETICS = ("exact", "onnxruntime")
 #: Memory the runtime aims to stay within per batch chunk.
 MEMORY_BUDGET_BYTES = 1 << 30
 _COMMIT = -1
@@ -82,9 +94,11 @@ class Machine:
     """One execution of a program over one batch chunk."""
 
     def __init__(self, program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
-                 shortcut: bool = True, cells: dict | None = None) -> None:
+                 shortcut: bool = True, cells: dict | None = None, arithmetic: str = "exact") -> None:
         self.p = program
         self.level = level
+        ort = arithmetic == "onnxruntime"
+        self.saturate_pairs = ort and onnxruntime_saturates()   # on a CPU whose int8 kernels saturate
         self.shortcut = shortcut              # crossbar level: exact products for unclippable columns
         self.cells = {} if cells is None else cells   # xbar id -> XbarCells, shared by the chunks
         self.inputs = inputs
@@ -101,9 +115,11 @@ class Machine:
         segmented = any(x["segment"] for x in program.crossbars)
         self.holding: dict[int, int | None] = {} if segmented else {x["xbar"]: 0 for x in program.crossbars}
         self._weights: dict[tuple[str, int, int], tuple[list[tuple[int, np.ndarray]], int, list]] = {}
+        self._pairs: dict[tuple[str, int, tuple[int, int]], SaturatingPairs | None] = {}
         self._codes: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
         self._read_costs: dict[tuple[str, tuple[int, ...]], tuple[int, float]] = {}
         self.constants = {k[len("const/"):]: v for k, v in program.arrays.items() if k.startswith("const/")}
+        self.requantized_pools = requantized_pools(program.nodes, self.constants, program.tensors) if ort else {}
 
     # -- buffers -------------------------------------------------------------------
     def _shape(self, tensor: str) -> tuple[int, ...]:
@@ -131,7 +147,7 @@ class Machine:
                       for x in self.layer_xbars[node["name"]]), default=0.0)
         bias_peak = float(np.abs(self.p.arrays.get(f"layer/{node['name']}/bias_int", np.zeros(1))).max())
         x_peak = _code_peak(q)
-        if self.level == "crossbar":          # clipped sums plus the digital offset term
+        if self.level == "crossbar" or self._saturates(node):   # plus the offset or saturation term
             x_peak += (1 << q["x_bits"]) - 1
         peak = q["k"] * x_peak * w_peak + bias_peak
         return np.float32 if peak < 2 ** 24 else np.float64
@@ -242,7 +258,11 @@ class Machine:
         node = self.p.node(ins["node"])
         args = [self._read(tile, t, (0, tensor_rows(self._shape(t)))) if t not in self.constants
                 else lift_constant(self.constants[t]) for t in node["inputs"]]
-        result = VECTOR_KERNELS[node["op"]](node["attrs"], *args)
+        pool = self.requantized_pools.get(node["name"])
+        if pool is not None:
+            result = global_average_requantized(args[0], pool)
+        else:
+            result = VECTOR_KERNELS[node["op"]](node["attrs"], *args)
         out = node["outputs"][0]
         stats["vector_elements"] += max(a.size for a in args + [result]) // self.batch
 
@@ -276,8 +296,11 @@ class Machine:
         (K, N_group) matrix the tile holds, and the group-relative column span it covers.
 
         Sums over a layer's row blocks are exact, so assembling its crossbars cannot
-        change a result. Each chunk is short enough that every partial sum stays below
-        2^24 and float32 BLAS computes it exactly; chunks are then added in float64.
+        change a result. Each block's rows land at the rows of K its wordlines read (its
+        input gather: a contiguous range, or a sorted block's ``xbar_rows``) and its
+        outputs at their channels, so a sorted layout gives the very same matrix. Each
+        chunk is short enough that every partial sum stays below 2^24 and float32 BLAS
+        computes it exactly; chunks are then added in float64.
 
         At the ``crossbar`` level the columns that can clip (all used columns without the
         shortcut) are taken out of that matrix and returned as :class:`LossyBlock` s, one
@@ -292,15 +315,17 @@ class Machine:
             # Only the rows and columns this tile holds: a fully connected layer spread over
             # hundreds of tiles must not cost each of them the whole matrix. (A convolution keeps
             # all rows, which the channels-last reordering needs; its K is small.)
-            c_lo = min(x["cols"][0] for x in xbars) - group * n_group
-            c_hi = max(x["cols"][1] for x in xbars) - group * n_group
+            # Each block's rows of the group's K and its group-relative outputs: contiguous ranges,
+            # or a sorted (SWS) block's input gather and output scatter.
+            rows = {x["id"]: self.p.block_rows(x) for x in xbars}
+            cols = {x["id"]: self.p.block_cols(x) - group * n_group for x in xbars}
+            c_lo = min(int(c.min()) for c in cols.values())
+            c_hi = max(int(c.max()) for c in cols.values()) + 1
             r_lo, r_hi = (0, q["k"]) if node["op"] == "Conv" else \
-                (min(x["rows"][0] for x in xbars), max(x["rows"][1] for x in xbars))
+                (min(int(r.min()) for r in rows.values()), max(int(r.max()) for r in rows.values()) + 1)
             w = np.zeros((r_hi - r_lo, c_hi - c_lo), dtype=np.float64)
             for x in xbars:
-                (r0, r1), (c0, c1) = x["rows"], x["cols"]
-                c0, c1 = c0 - group * n_group - c_lo, c1 - group * n_group - c_lo
-                w[r0 - r_lo:r1 - r_lo, c0:c1] += self.p.arrays[f"xbar/{x['id']}"]
+                w[np.ix_(rows[x["id"]] - r_lo, cols[x["id"]] - c_lo)] += self.p.arrays[f"xbar/{x['id']}"]
             unfold = lambda m: m                     # noqa: E731
             if node["op"] == "Conv":                 # match the channels-last unfolding
                 kernel = tuple(node["attrs"]["kernel"])
@@ -312,15 +337,13 @@ class Machine:
                 lo, _ = _code_range(q)
                 cb = self.p.target.crossbar.cell_bits
                 for x in xbars:
-                    (r0, r1), (c0, c1) = x["rows"], x["cols"]
+                    r, c = rows[x["id"]], cols[x["id"]]
                     xc = self.xbar_cells(x)
                     mask = xc.lossy if self.shortcut else xc.bits > 0
-                    blk = xb.lossy_block(xc, mask, cb, where[r0:r1], c0 - group * n_group, n_group,
-                                         lo - q["x_zero"])
+                    blk = xb.lossy_block(xc, mask, cb, where[r], c, n_group, lo - q["x_zero"])
                     if blk is not None:
                         blocks.append(blk)
-                        c0, c1 = c0 - group * n_group - c_lo, c1 - group * n_group - c_lo
-                        w[r0 - r_lo:r1 - r_lo, c0:c1] -= xb.weighted(xc.cells, mask, cb)
+                        w[np.ix_(r - r_lo, c - c_lo)] -= xb.weighted(xc.cells, mask, cb)
             w = unfold(w)
             x_peak = _code_peak(q)
             w_peak = max(float(np.abs(w).max(initial=0)), 1.0)
@@ -335,6 +358,39 @@ class Machine:
                       if w[k0:k0 + step].any() or not blocks]
             self._weights[key] = (chunks, len(xbars), blocks, (c_lo, c_hi))
         return self._weights[key]
+
+    def _saturates(self, node: dict) -> bool:
+        """Whether this layer's pair sums saturate as in onnxruntime's kernels (onnxruntime arithmetic)."""
+        return self.saturate_pairs and saturating_layer(node["op"], node["quant"],
+                                                        self.p.arrays.get(f"layer/{node['name']}/w_zero"),
+                                                        node["attrs"].get("group", 1))
+
+    def _saturating_pairs(self, layer: str, tile: int, span: tuple[int, int]) -> SaturatingPairs | None:
+        """The weight pairs of an (ungrouped) layer whose int16 saturation this tile adds to its
+        columns ``span``, in the unfolded input's K order, which is onnxruntime's.
+
+        A pair may straddle crossbars or tiles; the tile holding its first weight corrects
+        it, so every pair is corrected once.
+        """
+        key = (layer, tile, span)
+        if key not in self._pairs:
+            node = self.p.node(layer)
+            q = node["quant"]
+            c_lo, c_hi = span
+            w = np.zeros((q["k"], c_hi - c_lo), dtype=np.int32)
+            owned = np.zeros(w.shape, dtype=bool)
+            for x in self.layer_xbars[layer]:
+                cols = self.p.block_cols(x)
+                inside = (cols >= c_lo) & (cols < c_hi)
+                where = np.ix_(self.p.block_rows(x), cols[inside] - c_lo)
+                w[where] = self.p.arrays[f"xbar/{x['id']}"][:, inside]
+                owned[where] = x["tile"] == tile
+            if node["op"] == "Conv":
+                kernel = tuple(node["attrs"]["kernel"])
+                channels = q["k"] // (kernel[0] * kernel[1])
+                w, owned = weights_khwc(w, channels, kernel), weights_khwc(owned, channels, kernel)
+            self._pairs[key] = saturating_pairs(w, owned)
+        return self._pairs[key]
 
     def _quantized(self, tile: _Tile, node: dict, tensor: str, rows: tuple[int, int]) -> np.ndarray:
         """DAC codes of ``tensor`` for this layer, each row rounded once however many sets read it.
@@ -387,6 +443,7 @@ class Machine:
         n_group = q["n"] // group
         acc_parts = []
         xbar_ids = set(ins["xbars"])
+        saturates = self._saturates(node)
         for i in xbar_ids:
             x = self.slots[i]
             if self.holding.get(x["xbar"]) != x["segment"]:
@@ -409,6 +466,9 @@ class Machine:
             for k0, w in chunks:
                 piece = rows[:, k0:k0 + w.shape[0]].astype(w.dtype, copy=False) @ w
                 part = piece if part is None else part.astype(np.float64) + piece
+            pairs = self._saturating_pairs(node["name"], tile.index, (c_lo, c_hi)) if saturates else None
+            if pairs is not None:
+                part = part + pair_saturation(rows, pairs, q["x_zero"])
             if blocks:
                 lo, _ = _code_range(q)
                 u = (rows + np.float32(q["x_zero"] - lo)).astype(np.int32)    # unsigned DAC codes
@@ -489,7 +549,7 @@ def _chunk_size(program: Program) -> int:
 
 
 def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
-        workers: int | None = None, shortcut: bool = True) -> Result:
+        workers: int | None = None, shortcut: bool = True, arithmetic: str = "exact") -> Result:
     """Execute ``program`` on ``inputs`` (arrays shaped like the model inputs, optionally with a
     leading batch axis) and return its outputs and per-inference statistics.
 
@@ -498,11 +558,27 @@ def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
     crossbar level, columns whose ADC provably cannot clip are computed with exact products
     unless ``shortcut`` is false (the results are the same; tests use it to check so).
 
+    ``arithmetic``: ``exact`` (the ONNX specification's integer arithmetic, which is the
+    hardware's) or ``onnxruntime``: reproduce the int8 arithmetic of the installed
+    onnxruntime on this CPU, so that a model quantized by onnxruntime gives onnxruntime's
+    outputs. On x86 CPUs without VNNI its u8 x s8 kernels saturate pair sums to int16
+    (probed once per process, see :mod:`cimc.runtime.ort_arithmetic`); elsewhere the two
+    modes agree; either way, global average pools between two grids round as ORT's quantized
+    pool does. It changes only what the model quantized, and only at the ``ideal`` level: the
+    ``crossbar`` level simulates the chip, which has no CPU kernels.
+
     The batch is cut into chunks that bound memory and keep ``workers`` threads (default: one per
     core, at most 4) busy; numpy releases the GIL in its array work, so chunks run in parallel.
     """
     if level not in LEVELS:
         raise CimcError(f"unknown runtime level {level!r}; available: {', '.join(LEVELS)}")
+    if arithmetic not in ARITHMETICS:
+        raise CimcError(f"unknown arithmetic {arithmetic!r}; available: {', '.join(ARITHMETICS)}")
+    if arithmetic == "onnxruntime" and level != "ideal":
+        raise CimcError(f"arithmetic onnxruntime reproduces a CPU's int8 kernels and applies to the ideal "
+                        f"level only; level {level} simulates the chip's crossbars and ADCs")
+    if arithmetic == "onnxruntime":
+        onnxruntime_saturates()           # probe once, before the worker threads ask for it
     arrays, batched = check_arrays({k: tuple(v) for k, v in program.inputs.items()}, inputs, "input")
     total = next(iter(arrays.values())).shape[0]
     workers = max(1, min(workers or os.cpu_count() or 1, 4))
@@ -513,7 +589,7 @@ def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
 
     def one(begin: int) -> tuple[dict[str, np.ndarray], dict]:
         machine = Machine(program, {k: v[begin:begin + chunk] for k, v in arrays.items()}, level,
-                          shortcut, cells)
+                          shortcut, cells, arithmetic)
         stats = machine.execute()
         return machine.outputs, stats
 
@@ -529,7 +605,8 @@ def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
     if not batched:
         outputs = {k: v[0] for k, v in outputs.items()}
     raw = dict(done[-1][1], adc_clipped=sum(d[1]["adc_clipped"] for d in done))
-    return Result(outputs, _summarize(program, raw, level, total, time.perf_counter() - started))
+    stats = _summarize(program, raw, level, total, time.perf_counter() - started)
+    return Result(outputs, {**stats, "arithmetic": arithmetic})
 
 
 def _as_model_type(values: np.ndarray, dtype: str | None) -> np.ndarray:

@@ -6,7 +6,13 @@ which its result is committed. The set:
 
 ``load``       host writes graph input ``tensor`` into this tile's buffer
 ``mvm``        crossbars ``xbars`` (all on this tile) compute output rows ``rows`` of
-               ``layer``; partial sums accumulate into the tile's ``acc:<layer>``
+               ``layer``; partial sums accumulate into the tile's ``acc:<layer>``. Each
+               block reads its inputs through its row gather: the input rows of its
+               wordlines, in order, are the contiguous range of its ``rows`` or, for a
+               block laid out by SWS, the indices ``xbar_rows/<id>`` stored with the
+               crossbar contents; its sums go to the channels of its ``cols``, or to
+               ``xbar_cols/<id>`` for regrouped outputs (a fixed routing, programmed with
+               the crossbar, not an instruction)
 ``send``       rows ``rows`` of ``tensor`` leave for tile ``dst`` (message ``msg``)
 ``recv``       message ``msg`` lands; ``reduce`` adds partial sums instead of writing
 ``writeback``  the digital periphery scales ``acc:<layer>`` rows, adds the bias and

@@ -38,6 +38,9 @@ class Crossbar:
     dac_bits: int = _f(1, 16, "input bits applied per crossbar read")
     kind: str = _f(0, 0, "analog (column sums through ADCs) or digital (SRAM with exact adder trees)",
                    "analog", choices=("analog", "digital"))
+    input_routing: str = _f(0, 0, "shared (all columns of a crossbar read the same wordline inputs) or "
+                            "per_group (each output's columns can be fed their own inputs, which SWS "
+                            "scheme s1 needs)", "shared", choices=("shared", "per_group"))
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def test_simulate_matches_definition(cell_bits, dac_bits, adc_bits):
     data = xb.XbarCells(cells, lossless, cap_bits)
     u = rng.integers(0, 256, (33, rows))
     u[:3] = 255
-    blk = xb.lossy_block(data, cap_bits > 0, cell_bits, np.arange(rows), 0, cols, offset=0)
+    blk = xb.lossy_block(data, cap_bits > 0, cell_bits, np.arange(rows), np.arange(cols), cols, offset=0)
     got, clipped = xb.simulate(u.astype(np.int32), [blk], cols, x_bits, dac_bits, budget=4096)
     want, want_clipped = _brute_force(u, cells, (1 << cap_bits) - 1, cell_bits, dac_bits, x_bits)
     assert np.array_equal(got, want) and clipped == want_clipped

@@ -25,10 +25,11 @@ the onnx wheel (``onnx/backend/test/data/light``). Sections (``--sections``, all
   compiled for ``isaac`` and compared with onnxruntime running the same int8 model on the full
   test sets: top-1 agreement, accuracy, relative L2 error, and the fraction of output elements
   equal to onnxruntime's or within one quantization step of the output (the scale of the
-  DequantizeLinear that produces the output); the same figures against onnx's
+  DequantizeLinear that produces the output), with the runtime's exact arithmetic and with
+  ``arithmetic="onnxruntime"`` (onnxruntime's int8 arithmetic on this CPU: on x86 without VNNI its
+  u8 x s8 kernels saturate pair sums to int16); the same figures against onnx's
   ``ReferenceEvaluator`` (exact integer semantics) on the first ``--exact-samples`` test samples,
-  for cimc and for onnxruntime (not exact on this machine, most likely the known saturation of
-  8-bit dot products on x86 CPUs without VNNI);
+  for cimc and for onnxruntime;
 * ``light``: the ``light_*`` ImageNet topologies on their reference input (the onnx backend test's
   ``arange(n) / n`` input) at ``hp16`` (against the shipped reference output and onnxruntime) and
   at ``isaac`` (against onnxruntime). Their weights come from ConstantOfShape, so every reference
@@ -41,7 +42,8 @@ A model cimc refuses (``cimc.CimcError``) is recorded with its message: a findin
 Any other exception is recorded as an internal error (a bug in cimc).
 
 Appends nothing: rewrites ``benchmarks/results/models_vs_onnxruntime.md`` (``--results`` for
-another file, ``--no-record`` to print only). ``tests/test_models_corpus.py`` imports this module
+another file, ``--no-record`` to print only); a run of only some sections rewrites only those
+sections of it, and says so under the header. ``tests/test_models_corpus.py`` imports this module
 and checks the fast models on test-set subsets.
 """
 
@@ -52,6 +54,7 @@ import datetime as dt
 import functools
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -66,10 +69,22 @@ import onnx
 from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import DEFAULT_CORPUS, ROOT, corpus_root, git_commit  # noqa: E402
+from _shared import DEFAULT_CORPUS, ROOT, corpus_root, git_commit, spread  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "models_vs_onnxruntime.md"
 SECTIONS = ("hp16", "int8", "prequantized", "light", "light-random")
+#: Each section's heading in the results file.
+TITLES = {
+    "hp16": "## hp16: float models against onnxruntime (target: relative L2 <= 1e-2)",
+    "int8": "## isaac (8 bits): float models, cimc next to onnxruntime's own int8 quantization",
+    "prequantized": "## isaac (8 bits): the corpus's int8 models against onnxruntime on the same model",
+    "light": "## light_* models at isaac (8 bits), reference input, against onnxruntime",
+    "light-random": "## light_* models with seeded random weights, hp16, against onnxruntime (target 1e-2)",
+}
+#: Headings of the lists that gather entries of every section, and of the closing notes.
+INTERNAL_TITLE = "## Internal errors (bugs in cimc)"
+REFUSALS_TITLE = "## Refusals (full messages)"
+INPUTS_TITLE = "## Inputs of models without labelled data"
 HP16_MAX_REL_L2 = 1e-2
 LIGHT_NAMES = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
                "squeezenet", "vgg19", "zfnet512")
@@ -100,7 +115,8 @@ def images(corpus: Path, dataset: str, split: str, count: int | None) -> tuple[n
     name = {("mnist", "train"): "mnist_train_5k.npz", ("mnist", "test"): "mnist_test.npz",
             ("cifar", "train"): "cifar10_train_1k.npz", ("cifar", "test"): "cifar10_test.npz"}[dataset, split]
     x, y = _npz(corpus, name)
-    x, y = x[:count], (y[:count] if y is not None else None)
+    pick = spread(len(x), count)
+    x, y = x[pick], (y[pick] if y is not None else None)
     if dataset == "cifar":
         x = x.transpose(0, 3, 1, 2)
     return x, y
@@ -447,8 +463,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def compile_and_run(run: Run, model, target: str, name: str, calib: np.ndarray, xs: np.ndarray,
-                    input_shapes=None) -> np.ndarray | None:
-    """Compile (timed), run (timed); on failure set ``run.status``/``message`` and return None."""
+                    input_shapes=None, arithmetic: str = "exact") -> np.ndarray | None:
+    """Compile (timed), run (timed) with the runtime's ``arithmetic``; on failure set
+    ``run.status``/``message`` and return None."""
     import cimc
 
     run.calibration_samples, run.samples = len(calib), len(xs)
@@ -461,7 +478,7 @@ def compile_and_run(run: Run, model, target: str, name: str, calib: np.ndarray, 
         run.compile_s = time.perf_counter() - started
         run.figures["crossbars"] = program.report.get("crossbars_used")
         started = time.perf_counter()
-        result = cimc.run(program, {name: xs})
+        result = cimc.run(program, {name: xs}, arithmetic=arithmetic)
         run.run_s = time.perf_counter() - started
     except cimc.CimcError as exc:
         run.status, run.message = "refused", str(exc)
@@ -581,7 +598,8 @@ def exact_int8_outputs(path: Path, name: str, xs: np.ndarray) -> np.ndarray:
 
 def run_prequantized(spec: Spec, corpus: Path, count: int | None, calib_count: int | None,
                      exact_count: int | None = 1000) -> Run:
-    """isaac on an int8 model, against onnxruntime on the same int8 model, and against onnx's
+    """isaac on an int8 model, against onnxruntime on the same int8 model (with the runtime's exact
+    arithmetic and with ``arithmetic="onnxruntime"``, figures ``ort_arith_*``), and against onnx's
     ReferenceEvaluator (exact integer semantics) on the first ``exact_count`` test samples."""
     run = Run(spec.key, "isaac", "prequantized")
     path = model_path(spec, corpus)
@@ -604,6 +622,20 @@ def run_prequantized(spec: Spec, corpus: Path, count: int | None, calib_count: i
         run.figures["within_step"] = within_step(got, ref, step)
     if labels is not None:
         run.figures["accuracy"] = float((top1(got) == labels).mean())
+    # The model's own integer layers keep their 8 bits on either target; layers the model leaves
+    # in float (resnet8_int8_qop's Gemm) take the target's precision, 8 bits on isaac, 16 on hp16.
+    for target, prefix in (("isaac", "ort_arith"), ("hp16", "hp16_ort_arith")):
+        ort_arith = Run(spec.key, target, "prequantized")
+        emulated = compile_and_run(ort_arith, path, target, name, calib, xs, spec.input_shapes, "onnxruntime")
+        if emulated is None:
+            run.figures[f"{prefix}_error"] = ort_arith.message
+            continue
+        run.figures[f"{prefix}_run_s"] = ort_arith.run_s
+        run.figures[f"{prefix}_agreement"] = float((top1(emulated) == top1(ref)).mean())
+        run.figures[f"{prefix}_equal"] = float((np.asarray(emulated, np.float64) ==
+                                                 np.asarray(ref, np.float64)).mean())
+        if step is not None:
+            run.figures[f"{prefix}_within_step"] = within_step(emulated, ref, step)
     if exact_count:
         n = min(exact_count, len(xs))
         try:
@@ -713,6 +745,10 @@ def _sci(v) -> str:
     return "-" if v is None else f"{v:.3g}"
 
 
+def _secs(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def _msg(run: Run, limit: int = 260) -> str:
     text = " ".join(run.message.split())
     if len(text) > limit:
@@ -727,29 +763,34 @@ def _status(run: Run) -> str:
     return "ok" if met is None else ("meets" if met else "**misses**")
 
 
-def report(runs: list[Run], args, wall: float) -> str:
+def stamp(args, wall: float) -> str:
+    """When, at which commit, with which versions and options a run measured."""
     import cimc
     import onnxruntime
 
+    return (f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit `{git_commit()}`, cimc "
+            f"{cimc.__version__}, onnxruntime {onnxruntime.__version__}, {os.cpu_count()} cores, {wall:.0f} s "
+            f"wall; options: `{' '.join(args.argv) or '(defaults)'}`")
+
+
+def report(runs: list[Run], args, wall: float) -> str:
     by_section: dict[str, list[Run]] = {}
     for r in runs:
         by_section.setdefault(r.section, []).append(r)
     lines = [
         "# Real models: cimc against onnxruntime",
         "",
-        f"Written by `benchmarks/models_vs_onnxruntime.py` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"commit `{git_commit()}`, cimc {cimc.__version__}, onnxruntime {onnxruntime.__version__}, "
-        f"{os.cpu_count()} cores, {wall:.0f} s wall; options: `{' '.join(args.argv) or '(defaults)'}`. "
+        f"Written by `benchmarks/models_vs_onnxruntime.py` on {stamp(args, wall)}. "
         "See `benchmarks/README.md` for what each section measures. Relative L2 = ||cimc - ref|| / ||ref|| over "
         "all outputs of all samples; agreement = top-1 agreement.",
     ]
     internal = [r for r in runs if r.status == "internal error"]
     if internal:
-        lines += ["", "## Internal errors (bugs in cimc)", "", "| model | section | target | error |",
+        lines += ["", INTERNAL_TITLE, "", "| model | section | target | error |",
                   "|---|---|---|---|"]
         lines += [f"| {r.key} | {r.section} | {r.target} | {_msg(r, 400)} |" for r in internal]
     if "hp16" in by_section:
-        lines += ["", "## hp16: float models against onnxruntime (target: relative L2 <= 1e-2)", "",
+        lines += ["", TITLES["hp16"], "",
                   "| model | status | samples | rel. L2 vs ort | worst sample | agreement | rel. L2 vs reference "
                   "outputs | crossbars | compile s | run s | message |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -760,7 +801,7 @@ def report(runs: list[Run], args, wall: float) -> str:
                          f"{_sci(f.get('reference_rel_l2'))} | {f.get('crossbars', '-')} | {r.compile_s:.1f} | "
                          f"{r.run_s:.1f} | {_msg(r)} |")
     if "int8" in by_section:
-        lines += ["", "## isaac (8 bits): float models, cimc next to onnxruntime's own int8 quantization", "",
+        lines += ["", TITLES["int8"], "",
                   "Both calibrated on the same data; figures against onnxruntime's float output on the test set. "
                   "Targets: mnist-8 >= 98.4 %, ResNet-8 >= 74.5 %, winml >= 63 %, MNIST MLPs within 1 point of "
                   "onnxruntime.", "",
@@ -778,32 +819,48 @@ def report(runs: list[Run], args, wall: float) -> str:
                          f"{_pct(f.get('ort_int8_agreement'))} | {r.compile_s:.1f} | {r.run_s:.1f} | {targets} | "
                          f"{msg.replace('|', '/')} |")
     if "prequantized" in by_section:
-        lines += ["", "## isaac (8 bits): the corpus's int8 models against onnxruntime on the same model", "",
+        lines += ["", TITLES["prequantized"], "",
                   "Against onnxruntime on the full test set (agreement, elements equal, within one step of the "
                   "output's quantization, relative L2), and against the exact integer semantics of onnx's "
                   "`ReferenceEvaluator` on the first test samples (\"exact\" columns; onnxruntime's own distance "
-                  "to it alongside). onnxruntime's int8 outputs are not exact on this machine, most likely the "
-                  "known saturation of 8-bit dot products on x86 CPUs without VNNI (this one has AVX2 only).", "",
-                  "| model | status | test | cimc acc. | ort acc. | agreement | equal | within 1 step | step | "
+                  "to it alongside). onnxruntime's int8 outputs are not exact on this machine: its u8 x s8 "
+                  "kernels for x86 CPUs without VNNI (this one has AVX2 only) saturate the sums of adjacent "
+                  "product pairs to int16. The \"ORT arith.\" columns run the same program with "
+                  "`arithmetic=\"onnxruntime\"`, which reproduces that (and onnxruntime's quantized global "
+                  "average pool) to give onnxruntime's outputs. resnet8_int8_qop ends in a float Gemm, which "
+                  "cimc quantizes itself at the target's precision: the \"hp16 ORT arith.\" columns compile the "
+                  "same model for hp16, where the model's int8 layers keep their 8 bits and the float Gemm gets "
+                  "16.", "",
+                  "| model | status | test | cimc acc. | ort acc. | agreement | equal | within 1 step | "
+                  "ORT arith.: agreement | ORT arith.: equal | ORT arith.: within 1 step | "
+                  "hp16 ORT arith.: agreement | hp16 ORT arith.: equal | hp16 ORT arith.: within 1 step | step | "
                   "rel. L2 | exact: samples | cimc agreement | cimc within 1 step | cimc rel. L2 | ort agreement | "
-                  "ort within 1 step | ort rel. L2 | compile s | run s | message |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "ort within 1 step | ort rel. L2 | compile s | run s | ORT arith. run s | message |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+                  "---|---|---|"]
         for r in by_section["prequantized"]:
             f = r.figures
             na = "n/a (float output)"
             within = _pct(f.get("within_step")) if f.get("step") is not None else na
             ex_within = _pct(f.get("exact_within_step")) if f.get("step") is not None else na
             ort_within = _pct(f.get("ort_exact_within_step")) if f.get("step") is not None else na
-            msg = _msg(r) or (f"exact reference failed: {f['exact_error']}" if "exact_error" in f else "")
+            arith_within = _pct(f.get("ort_arith_within_step")) if f.get("step") is not None else na
+            hp16_within = _pct(f.get("hp16_ort_arith_within_step")) if f.get("step") is not None else na
+            msg = _msg(r) or "; ".join(f"{what} failed: {f[key]}" for what, key in (
+                ("exact reference", "exact_error"), ("ORT arithmetic", "ort_arith_error"),
+                ("hp16 ORT arithmetic", "hp16_ort_arith_error")) if key in f)
             lines.append(f"| {r.key} | {_status(r)} | {r.samples} | {_pct(f.get('accuracy'))} | "
                          f"{_pct(f.get('ort_accuracy'))} | {_pct(f.get('agreement'))} | {_pct(f.get('equal'))} | "
-                         f"{within} | {_sci(f.get('step'))} | {_sci(f.get('rel_l2'))} | "
+                         f"{within} | {_pct(f.get('ort_arith_agreement'))} | {_pct(f.get('ort_arith_equal'))} | "
+                         f"{arith_within} | {_pct(f.get('hp16_ort_arith_agreement'))} | "
+                         f"{_pct(f.get('hp16_ort_arith_equal'))} | {hp16_within} | "
+                         f"{_sci(f.get('step'))} | {_sci(f.get('rel_l2'))} | "
                          f"{f.get('exact_samples', '-')} | {_pct(f.get('exact_agreement'))} | {ex_within} | "
                          f"{_sci(f.get('exact_rel_l2'))} | {_pct(f.get('ort_exact_agreement'))} | {ort_within} | "
                          f"{_sci(f.get('ort_exact_rel_l2'))} | {r.compile_s:.1f} | {r.run_s:.1f} | "
-                         f"{msg.replace('|', '/')} |")
+                         f"{_secs(f.get('ort_arith_run_s'))} | {msg.replace('|', '/')} |")
     if "light" in by_section:
-        lines += ["", "## light_* models at isaac (8 bits), reference input, against onnxruntime", "",
+        lines += ["", TITLES["light"], "",
                   "(Their hp16 rows are in the hp16 table, where the reference outputs are checked.)", "",
                   "| model | status | rel. L2 vs ort | crossbars | compile s | run s | message |",
                   "|---|---|---|---|---|---|---|"]
@@ -811,7 +868,7 @@ def report(runs: list[Run], args, wall: float) -> str:
             lines.append(f"| {r.key} | {_status(r)} | {_sci(r.figures.get('rel_l2'))} | "
                          f"{r.figures.get('crossbars', '-')} | {r.compile_s:.1f} | {r.run_s:.1f} | {_msg(r)} |")
     if "light-random" in by_section:
-        lines += ["", "## light_* models with seeded random weights, hp16, against onnxruntime (target 1e-2)", "",
+        lines += ["", TITLES["light-random"], "",
                   "The shipped weights are constants, so the reference outputs are constant vectors; here every "
                   "ConstantOfShape weight is replaced by random values and the final Softmax dropped, so logits are "
                   "compared (`randomize_light`); inputs: the reference input and one uniform random image.", "",
@@ -823,10 +880,75 @@ def report(runs: list[Run], args, wall: float) -> str:
                          f"{r.compile_s:.1f} | {r.run_s:.1f} | {_msg(r)} |")
     refused = [r for r in runs if r.status == "refused"]
     if refused:
-        lines += ["", "## Refusals (full messages)", ""]
+        lines += ["", REFUSALS_TITLE, ""]
         lines += [f"- {r.key} ({r.section}, {r.target}): {' '.join(r.message.split())}" for r in refused]
     notes = [f"- {s.key}: {s.note}" for s in SPECS.values() if s.note]
-    lines += ["", "## Inputs of models without labelled data", ""] + notes
+    lines += ["", INPUTS_TITLE, ""] + notes
+    return "\n".join(lines) + "\n"
+
+
+def _blocks(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    """A results file as its header and its ``## `` blocks (heading -> lines, without the blank line
+    that separates blocks)."""
+    head: list[str] = []
+    blocks: dict[str, list[str]] = {}
+    current = head
+    for line in text.rstrip("\n").split("\n"):
+        if line.startswith("## "):
+            current = blocks[line] = [line]
+        else:
+            current.append(line)
+    for lines in [head, *blocks.values()]:
+        while lines and not lines[-1]:
+            lines.pop()
+    return head, blocks
+
+
+def _entry_section(line: str) -> str | None:
+    """The section of an internal-error row (``| model | section | ...``) or of a refusal
+    (``- model (section, target): ...``)."""
+    match = re.match(r"\| [^|]+ \| ([^|]+) \|", line) or re.match(r"- \S+ \(([^,]+), ", line)
+    return match.group(1).strip() if match and match.group(1).strip() in SECTIONS else None
+
+
+def _gathered(old: list[str] | None, new: list[str] | None, sections: set[str]) -> list[str] | None:
+    """A list gathering every section's entries: the other sections' entries of ``old``, then ``new``'s."""
+    base = new or old or []
+    head = [line for line in base if _entry_section(line) is None]
+    kept = [line for line in old or [] if _entry_section(line) not in sections | {None}]
+    entries = kept + [line for line in new or [] if _entry_section(line) in sections]
+    return head + entries if entries else None
+
+
+def _superseded(line: str, sections: set[str]) -> bool:
+    """Whether ``line`` is the note of an earlier partial run whose sections are all rewritten now."""
+    match = re.match(r"Sections? (.+) rewritten on ", line)
+    return bool(match) and set(re.findall(r"`([^`]+)`", match.group(1))) <= sections
+
+
+def merge_results(old: str, new: str, sections: list[str], when: str) -> str:
+    """The recorded results ``old`` with the sections of a run that did only ``sections`` (its report
+    ``new``) replaced: the other sections keep their text, the internal-error and refusal lists keep
+    their entries, and the header says which sections the later run (``when``) rewrote."""
+    old_head, old_blocks = _blocks(old)
+    _, new_blocks = _blocks(new)
+    done = set(sections)
+    note = f"Section{'s' * (len(sections) > 1)} {', '.join(f'`{s}`' for s in sections)} rewritten on {when}."
+    head = [line for line in old_head if not _superseded(line, done)]
+    while head and not head[-1]:
+        head.pop()
+    head += ["", note]
+    order = [INTERNAL_TITLE] + [TITLES[s] for s in SECTIONS] + [REFUSALS_TITLE, INPUTS_TITLE]
+    blocks = {
+        INTERNAL_TITLE: _gathered(old_blocks.get(INTERNAL_TITLE), new_blocks.get(INTERNAL_TITLE), done),
+        REFUSALS_TITLE: _gathered(old_blocks.get(REFUSALS_TITLE), new_blocks.get(REFUSALS_TITLE), done),
+        INPUTS_TITLE: new_blocks.get(INPUTS_TITLE),
+        **{TITLES[s]: (new_blocks if s in done else old_blocks).get(TITLES[s]) for s in SECTIONS},
+    }
+    lines = head
+    for title in order:
+        if blocks[title]:
+            lines += [""] + blocks[title]
     return "\n".join(lines) + "\n"
 
 
@@ -873,7 +995,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-gb", type=float, default=12.0,
                         help="address-space limit for this process (the machine is shared; 0: none). A model "
                              "that needs more fails with MemoryError, recorded as an internal error")
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="results file; a run of only some --sections rewrites only those sections of it")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
     args.argv = argv
@@ -922,8 +1045,11 @@ def main(argv: list[str] | None = None) -> int:
                 print_run(r)
     wall = time.perf_counter() - started
     if not args.no_record:
+        text = report(runs, args, wall)
+        if set(sections) != set(SECTIONS) and args.results.exists():
+            text = merge_results(args.results.read_text(), text, sections, stamp(args, wall))
         args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(report(runs, args, wall))
+        args.results.write_text(text)
         print(f"wrote {args.results}")
     bad = [r for r in runs if r.status == "internal error"]
     if bad:

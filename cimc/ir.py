@@ -70,6 +70,10 @@ class CrossbarQuant:
     float, ``acc * x_scale * w_scale + bias``, or, when ``out`` is given (models
     quantized by onnxruntime), adds the integer ``bias_int`` and requantizes to
     the output grid exactly as onnxruntime's integer kernels do.
+
+    A pre-quantized model's layer also keeps the element type of its weights,
+    ``w_type``, and their zero points, ``w_zero`` (``w_int`` is the stored integers
+    minus ``w_zero``): which integer kernel a CPU runtime picks depends on them.
     """
 
     x_scale: float
@@ -81,6 +85,8 @@ class CrossbarQuant:
     x_zero: int = 0
     bias_int: np.ndarray | None = None
     out: QuantGrid | None = None
+    w_type: str | None = None
+    w_zero: np.ndarray | None = None
 
 
 @dataclass

@@ -97,7 +97,8 @@ def _given(node: Node, graph: Graph, target: Target) -> CrossbarQuant:
     g = node.attrs["given_quant"]
     x: QuantGrid = g["x"]
     w_q = np.asarray(g["w_q"]).astype(np.int64)
-    w_int = (w_q.reshape(w_q.shape[0], -1).T if node.op == "Conv" else w_q) - np.asarray(g["w_zero"])
+    w_zero = np.asarray(g["w_zero"], dtype=np.int64)
+    w_int = (w_q.reshape(w_q.shape[0], -1).T if node.op == "Conv" else w_q) - w_zero
     x_bits = int(np.ceil(np.log2(x.qmax - x.qmin + 1)))
     # The crossbars hold the model's own integers; zero points are corrected digitally
     # (sum(x * (w - zw)) = sum(x * w) - zw * sum(x)), so the stored type decides the width.
@@ -110,7 +111,8 @@ def _given(node: Node, graph: Graph, target: Target) -> CrossbarQuant:
     w_scale = np.broadcast_to(np.asarray(g["w_scale"], dtype=np.float32), (w_int.shape[1],)).copy()
     bias_int = None if g.get("bias_int") is None else np.asarray(g["bias_int"], dtype=np.int64)
     return CrossbarQuant(x_scale=float(x.scale), x_bits=x_bits, x_signed=x.qmin < 0, w_int=w_int,
-                         w_scale=w_scale, bias=None, x_zero=int(x.zero), bias_int=bias_int, out=g.get("out"))
+                         w_scale=w_scale, bias=None, x_zero=int(x.zero), bias_int=bias_int, out=g.get("out"),
+                         w_type=str(np.dtype(g["w_q"].dtype)), w_zero=np.broadcast_to(w_zero, (w_int.shape[1],)).copy())
 
 
 def quantize(graph: Graph, target: Target, calibration: dict[str, np.ndarray] | None) -> dict[str, Range]:

@@ -30,6 +30,7 @@ class Task:
     duration: int
     reads: tuple[tuple[str, int, int], ...]
     segment: int = 0                          # crossbar contents it needs (see mapping)
+    copy: int = 0                             # which copy of a duplicated layer runs it
 
 
 @dataclass(frozen=True)
@@ -106,25 +107,32 @@ def task_tiles(task: Task, mapping: Mapping) -> tuple[int, ...]:
     return (task.tile,)
 
 
+def producers(graph: Graph, tasks: list[Task]) -> list[list[int]]:
+    """For each task, the tasks that produce rows it reads: the edges of the set dependency graph."""
+    by_tensor: dict[str, list[Task]] = {}
+    for task in tasks:
+        by_tensor.setdefault(graph.node(task.node).outputs[0], []).append(task)
+    edges: list[list[int]] = []
+    for task in tasks:
+        edges.append([p.id for tensor, a, b in task.reads for p in by_tensor.get(tensor, [])
+                      if max(a, p.out_rows[0]) < min(b, p.out_rows[1])])
+    return edges
+
+
 def dependencies(graph: Graph, tasks: list[Task], mapping: Mapping,
                  cost: CostModel) -> list[list[tuple[int, int]]]:
     """For each task: (producer task, cycles to bring that task's rows here) for every row it reads.
 
     A producer set's rows travel as one message, whichever rows of it a consumer needs.
     """
-    by_tensor: dict[str, list[Task]] = {}
-    for task in tasks:
-        by_tensor.setdefault(graph.node(task.node).outputs[0], []).append(task)
     deps: list[list[tuple[int, int]]] = []
-    for task in tasks:
+    for task, sources in zip(tasks, producers(graph, tasks)):
         mine = []
-        for tensor, a, b in task.reads:
-            for p in by_tensor.get(tensor, []):
-                lo, hi = max(a, p.out_rows[0]), min(b, p.out_rows[1])
-                if lo < hi:
-                    move = max(cost.tensor_transfer_cycles(tensor, p.out_rows[1] - p.out_rows[0],
-                                                           p.tile, dst)
-                               for dst in task_tiles(task, mapping))
-                    mine.append((p.id, move))
+        for pid in sources:
+            p = tasks[pid]
+            tensor = graph.node(p.node).outputs[0]
+            move = max(cost.tensor_transfer_cycles(tensor, p.out_rows[1] - p.out_rows[0], p.tile, dst)
+                       for dst in task_tiles(task, mapping))
+            mine.append((pid, move))
         deps.append(mine)
     return deps

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import ROOT, git_commit  # noqa: E402
+from _shared import ROOT, git_commit, spread  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET_RATIO = 40.0
@@ -91,9 +91,10 @@ def _data(case: str, limit: int):
     corpus = corpus_dir()
     _, model, name, calib_file, test_file = CASES[case]
     with np.load(corpus / "data" / calib_file) as npz:
-        calib = _prepare(case, npz["x"][:500])
+        calib = _prepare(case, npz["x"][spread(len(npz["x"]), 500)])
     with np.load(corpus / "data" / test_file) as npz:
-        x, y = _prepare(case, npz["x"][:limit]), npz["y"][:limit].astype(np.int64)
+        pick = spread(len(npz["y"]), limit)
+        x, y = _prepare(case, npz["x"][pick]), npz["y"][pick].astype(np.int64)
     return corpus / model, name, calib, x, y
 
 

@@ -39,7 +39,7 @@ import onnxruntime as ort
 import cimc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import ROOT, git_commit  # noqa: E402
+from _shared import ROOT, git_commit, spread  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "runtime_vs_onnxruntime.md"
 TARGET_RATIO = 10.0
@@ -107,9 +107,10 @@ def best_of(repeat: int, fn: Callable[[], object]) -> tuple[float, object]:
 
 def bench(case: Case, corpus: Path, limit: int | None, target: str, repeat: int) -> dict:
     with np.load(corpus / "data" / case.calibration) as npz:
-        calib = case.prepare(npz["x"][:500])
+        calib = case.prepare(npz["x"][spread(len(npz["x"]), 500)])
     with np.load(corpus / "data" / case.test) as npz:
-        x, y = case.prepare(npz["x"][:limit]), npz["y"][:limit].astype(np.int64)
+        pick = spread(len(npz["y"]), limit)
+        x, y = case.prepare(npz["x"][pick]), npz["y"][pick].astype(np.int64)
     model = corpus / case.model
     print(f"{case.name}: {len(x)} images", flush=True)
 

@@ -76,6 +76,13 @@ def top1(probs: np.ndarray) -> np.ndarray:
     return probs.reshape(len(probs), -1).argmax(-1)
 
 
+def _spread(total: int, count: int | None) -> np.ndarray:
+    """``count`` indices spread evenly over ``total`` (all for None)."""
+    if count is None or count >= total:
+        return np.arange(total)
+    return np.unique(np.linspace(0, total - 1, count).astype(np.int64))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     case = CASES[args.model]
     corpus = corpus_dir()
 
+    # The corpus's calibration sets and CIFAR-10 test set are sorted by class: take evenly spread images.
     with np.load(corpus / "data" / case.calibration) as npz:
-        calib = case.prepare(npz["x"][:args.calibration_images])
+        calib = case.prepare(npz["x"][_spread(len(npz["x"]), args.calibration_images)])
     with np.load(corpus / "data" / case.test) as npz:
-        x, y = npz["x"][:args.limit], npz["y"][:args.limit].astype(np.int64)
+        pick = _spread(len(npz["y"]), args.limit)
+        x, y = npz["x"][pick], npz["y"][pick].astype(np.int64)
     x = case.prepare(x)
     model = corpus / case.model
     print(f"{case.title}: {len(x)} test images, target {args.target}, {len(calib)} calibration images")

@@ -2,10 +2,13 @@
 
 It reads what a compiled :class:`cimc.Program` stores (crossbar contents, activation
 scales, weight scales, biases, vector operators) and evaluates the operator graph
-directly: every crossbar operator as ``codes(x) @ w_int * (x_scale * w_scale) + bias``
-with ``codes(x) = clip(rint(x / x_scale) + x_zero) - x_zero`` (QuantizeLinear's arithmetic),
-or, for pre-quantized models, requantized to the output grid as onnxruntime does, in float64, convolutions through the
-float kernel (which is checked against onnxruntime in test_kernels). No instruction
+directly: every crossbar operator as ``float32(codes(x) @ w_int * float32(x_scale * w_scale)) + bias``
+(the exact integer sum times one float32 factor per channel, rounded once, then the
+float32 bias: the periphery's arithmetic, so the two agree to the last bit) with
+``codes(x) = clip(rint(x / x_scale) + x_zero) - x_zero`` (QuantizeLinear's arithmetic),
+or, for pre-quantized models, requantized to the output grid as onnxruntime does; exact
+sums in float64, convolutions through the float kernel (which is checked against
+onnxruntime in test_kernels). No instruction
 streams, tiles, messages or schedules are involved, so a runtime that moves data
 wrongly, mixes convolution groups or drops partial sums disagrees with it far beyond
 float rounding, while quantization error (which this oracle shares) cannot hide a bug.
@@ -20,16 +23,20 @@ from cimc.runtime.kernels import VECTOR_KERNELS, conv_float, lift_constant
 
 
 def integer_weights(program: Program, layer: str) -> np.ndarray:
-    """The layer's (K, N) integer matrix, reassembled from its crossbars."""
+    """The layer's (K, N) integer matrix, reassembled from its crossbars (through the row and output
+    indices of sorted blocks). Natural mappings cover every entry once; SWS leaves out rows that
+    are zero for all outputs of a crossbar, so there every entry is covered at most once."""
     q = program.node(layer)["quant"]
     w = np.zeros((q["k"], q["n"]), dtype=np.float64)
     seen = np.zeros(w.shape, dtype=np.int64)
     for x in program.crossbars:
         if x["layer"] == layer:
-            (r0, r1), (c0, c1) = x["rows"], x["cols"]
-            w[r0:r1, c0:c1] = program.arrays[f"xbar/{x['id']}"]
-            seen[r0:r1, c0:c1] += 1
-    assert np.all(seen == 1), f"crossbars of {layer} do not cover its matrix exactly once"
+            where = np.ix_(program.block_rows(x), program.block_cols(x))
+            w[where] = program.arrays[f"xbar/{x['id']}"]
+            seen[where] += 1
+    sorted_blocks = program.manifest["options"].get("sws") is not None
+    assert np.all(seen <= 1) and (sorted_blocks or np.all(seen == 1)), \
+        f"crossbars of {layer} do not cover its matrix exactly once"
     return w
 
 
@@ -77,9 +84,11 @@ def evaluate_program(program: Program, inputs: dict[str, np.ndarray]) -> dict[st
             if q.get("out") is not None:
                 y = requantize(acc, q, w_scale, bias_int, channels)
             else:
-                y = acc * scale.reshape(channels)
+                # The periphery's arithmetic: one float32 factor per channel (the exact sum times
+                # it, rounded once to float32), then the float32 bias.
+                y = (acc * scale.astype(np.float32).astype(np.float64).reshape(channels)).astype(np.float32)
                 if bias is not None:
-                    y = y + bias.astype(np.float64).reshape(channels)
+                    y = y + bias.astype(np.float32).reshape(channels)
             env[node["outputs"][0]] = y.astype(np.float32)
         else:
             args = [lift_constant(consts[t]) if t in consts else env[t] for t in node["inputs"]]

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 import cimc
 
 import corpus as corpus_module
-from corpus import corpus_root
+from corpus import corpus_root, load_benchmark
 from models import normalized_error, ort_batch, top1
 from reference import evaluate_program
 
@@ -57,14 +57,16 @@ def test_corpus_env_var_is_used(monkeypatch, tmp_path):
 
 # -- mnist-8 ------------------------------------------------------------------------------------
 
+SPREAD = load_benchmark("_shared").spread
 MNIST_CALIBRATION = 500
 MNIST_TEST = 2000
 
 
 def _mnist(corpus: Path, name: str, count: int) -> tuple[np.ndarray, np.ndarray | None]:
     with np.load(_need(corpus / "data" / name)) as npz:
-        x = npz["x"][:count].reshape(-1, 1, 1, 28, 28).astype(np.float32)
-        y = npz["y"][:count] if "y" in npz.files else None
+        pick = SPREAD(len(npz["x"]), count)              # the calibration set is sorted by class
+        x = npz["x"][pick].reshape(-1, 1, 1, 28, 28).astype(np.float32)
+        y = npz["y"][pick] if "y" in npz.files else None
     return x, y
 
 
@@ -112,7 +114,7 @@ def test_mnist8_reference_pairs(corpus, mnist, case):
 
 def _cifar(corpus: Path, name: str, count: int) -> np.ndarray:
     with np.load(_need(corpus / "data" / name)) as npz:
-        x = npz["x"][:count]
+        x = npz["x"][SPREAD(len(npz["x"]), count)]           # sorted by class
     assert x.shape[1:] == (32, 32, 3)
     return x.transpose(0, 3, 1, 2)[:, None].astype(np.float32)          # HWC -> [N, 1, 3, 32, 32]
 

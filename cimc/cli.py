@@ -250,7 +250,7 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
     if args.schedule or args.program:
         raise CimcError(f"{path} is a model: --schedule and --program need a compiled .cimp program")
     from cimc.frontend import import_onnx
-    graph = import_onnx(path, args.input_shape).graph
+    graph = import_onnx(path, args.input_shape, memory_check=False).graph   # inspecting allocates nothing
     _print_graph(graph, args.format)
 
 

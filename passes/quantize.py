@@ -74,6 +74,10 @@ def observe_ranges(graph: Graph, data: dict[str, np.ndarray]) -> dict[str, Range
     chunk = max(1, min(256, CALIBRATION_BYTES // unfold))
 
     def note(name: str, value: np.ndarray) -> None:
+        if not np.isfinite(value).all():
+            raise InputError(f"on the calibration data the model computes NaN or infinite values in tensor "
+                             f"{name!r}, the input of a crossbar operator, whose scale comes from its range; "
+                             f"give calibration inputs on which the model computes finite values")
         r = Range(float(value.min()), float(value.max()))
         ranges[name] = ranges[name].merge(r) if name in ranges else r
 

@@ -35,7 +35,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from cimc.errors import CimcError, ProgramError
-from cimc.inputs import check_arrays
+from cimc.inputs import available_memory, check_arrays, check_memory
 from cimc.passes.schedule.sets import tensor_rows
 from cimc.program import Program
 from cimc.runtime import crossbar as xb
@@ -539,13 +539,27 @@ class Machine:
         np.multiply(y, np.float32(out["scale"]), out=dst, casting="unsafe")
 
 
-def _chunk_size(program: Program) -> int:
+def _sample_bytes(program: Program) -> int:
+    """What one inference of a batch chunk holds at most: buffers, codes and unfolded inputs."""
     per_sample = 3 * 8 * sum(math.prod(s) for s in program.tensors.values())
     for n in program.nodes:
         if n["op"] == "Conv":
             out = program.tensors[n["outputs"][0]]
             per_sample += 8 * n["quant"]["k"] * n["attrs"].get("group", 1) * out[-1] * out[0]
-    return max(1, min(4096, MEMORY_BUDGET_BYTES // max(per_sample, 1)))
+    return max(per_sample, 1)
+
+
+def _chunk_size(program: Program, total: int, workers: int) -> int:
+    """Inferences per batch chunk: within the runtime's budget and what this machine has free (a
+    request that cannot run even one inference per chunk is refused up front, not killed)."""
+    per_sample = _sample_bytes(program)
+    check_memory(per_sample, "one inference of this program",
+                 "run it on a machine with more memory")
+    budget = MEMORY_BUDGET_BYTES
+    free = available_memory()
+    if free is not None:
+        budget = min(budget, free // workers)
+    return max(1, min(4096, budget // per_sample, math.ceil(total / workers)))
 
 
 def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
@@ -582,7 +596,7 @@ def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
     arrays, batched = check_arrays({k: tuple(v) for k, v in program.inputs.items()}, inputs, "input")
     total = next(iter(arrays.values())).shape[0]
     workers = max(1, min(workers or os.cpu_count() or 1, 4))
-    chunk = max(1, min(_chunk_size(program), math.ceil(total / workers)))
+    chunk = _chunk_size(program, total, workers)
     starts = list(range(0, total, chunk))
     started = time.perf_counter()
     cells: dict = {}

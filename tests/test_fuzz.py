@@ -9,7 +9,7 @@ disabled: the ONNX semantics): normalized max error
 within the precision's bound on graphs an ideal quantizer keeps well within it, and within
 ``IDEAL_FACTOR`` x the ideal quantizer's error on every graph. hypothesis runs derandomized and
 without its example database, so CI sees the same graphs every time. Then the regressions the
-fuzzer found, as plain tests, and bugs found in files this change does not own, as strict xfails.
+fuzzer found, as plain tests.
 """
 
 from __future__ import annotations
@@ -145,11 +145,8 @@ def test_declared_output_shape_that_the_model_does_not_compute():
         cimc.compile(model, "small")
 
 
-# -- bugs in files this change does not own ----------------------------------------------------------
+# -- calibration that computes NaN or Inf ------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="passes/quantize.py: observe_ranges/activation_quant take a NaN or Inf "
-                                       "calibration range as it is: NaN gives x_scale 1.0, Inf gives x_scale inf, "
-                                       "silently (no error, no warning)")
 @pytest.mark.parametrize("op,make", [("Sqrt", lambda x: x - 0.5), ("Reciprocal", lambda x: np.where(x < 0.1, 0, x))])
 def test_calibration_that_computes_nan_or_inf(op, make):
     """Calibration data on which the graph computes NaN (Sqrt of a negative) or Inf (1/0) before a

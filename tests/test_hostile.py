@@ -353,9 +353,6 @@ def test_available_memory_is_plausible():
 
 # -- what remains in files this change does not own -----------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="runtime/interpreter.py: run() does not compare the memory one batch chunk "
-                                       "needs (its own _chunk_size per-sample figure) with "
-                                       "cimc.inputs.available_memory() before executing")
 def test_run_refuses_a_batch_whose_execution_cannot_fit(files, monkeypatch):
     """Float32 inputs (no conversion copy) on a (simulated) machine with 16 KiB free: one inference of
     conv_net holds about 1,500 activation values, which the runtime itself sizes at 24 bytes each."""
@@ -366,8 +363,6 @@ def test_run_refuses_a_batch_whose_execution_cannot_fit(files, monkeypatch):
         cimc.run(program, {"x": uniform(conv_net(), 4, seed=0)})
 
 
-@pytest.mark.xfail(strict=True, reason="cimc/cli.py: _cmd_inspect calls import_onnx without memory_check=False, "
-                                       "so a model too large to run on this machine cannot even be inspected")
 def test_inspect_a_model_too_large_to_run(tmp_path, capsys):
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
     model = _raw_model(nodes, [vinfo("x", [2 ** 40, 2 ** 40])], [vinfo("y", [2 ** 40, 2 ** 40])])

@@ -142,7 +142,7 @@ def test_chunked_batches_equal_one_chunk(compiled, monkeypatch):
     xs = uniform(c.model, 7, seed=5)
     whole = cimc.run(c.program, {"x": xs})
     monkeypatch.setattr(interpreter, "MEMORY_BUDGET_BYTES", 1)          # one sample per chunk
-    assert interpreter._chunk_size(c.program) == 1
+    assert interpreter._chunk_size(c.program, total=16, workers=1) == 1
     chunked = cimc.run(c.program, {"x": xs})
     np.testing.assert_allclose(chunked.outputs["prob"], whole.outputs["prob"], rtol=1e-6, atol=1e-8)
     assert chunked.stats["latency_cycles"] == whole.stats["latency_cycles"]

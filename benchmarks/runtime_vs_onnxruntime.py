@@ -158,7 +158,7 @@ def record(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--limit", type=int, metavar="N", help="only the first N test images of each set")
+    ap.add_argument("--limit", type=int, metavar="N", help="N test images of each set, spread evenly over it (the default: all)")
     ap.add_argument("--models", default="mnist,resnet8",
                     help=f"comma-separated, from {', '.join(CASES)} (default: all)")
     ap.add_argument("--target", default="isaac", help="target preset or TOML file (default: isaac)")

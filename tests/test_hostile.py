@@ -26,22 +26,9 @@ from cimc.program import FORMAT_VERSION, Program
 
 from conftest import uniform
 from models import conv_net, make_model, vinfo
-from test_cli import _fails
+from test_cli import _fails, files  # noqa: F401  (files: the shared model, inputs and program)
 
 SMALL = "small"
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """model.onnx, calib.npz, inputs.npz and model.cimp (conv_net on ``small``) in a shared folder."""
-    d = tmp_path_factory.mktemp("hostile")
-    model = conv_net()
-    onnx.save(model, d / "model.onnx")
-    np.savez(d / "calib.npz", x=uniform(model, 16, seed=1))
-    np.savez(d / "inputs.npz", x=uniform(model, 3, seed=2))
-    assert main(["compile", str(d / "model.onnx"), "-t", SMALL, "-o", str(d / "model.cimp"),
-                 "--calibration", str(d / "calib.npz")]) == 0
-    return d
 
 
 def _raw_model(nodes, inputs, outputs, initializers=(), opset: int = 17) -> onnx.ModelProto:

@@ -32,6 +32,7 @@ from cimc.passes.schedule.layer import schedule_layer_by_layer
 from cimc.passes.schedule.model import Schedule, build_tasks, dependencies
 from cimc.passes.schedule.validator import validate
 from cimc.program import FORMAT, FORMAT_VERSION, Program
+from cimc.runtime.crossbar import resolution
 from cimc.targets import Target, load_target
 from cimc.targets.codegen import generate
 
@@ -153,6 +154,23 @@ def _report(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule, 
     }
 
 
+def _adc_settings(w_int: np.ndarray, slots, target: Target) -> dict[str, np.ndarray]:
+    """Each block's per-column ADC resolution, ``(polarity, slice, column)`` as the cells are laid
+    out: the lossless one from the column's nonzero cells, capped by the target's ADC (0: the
+    column is all zero, its ADC is off). Part of what is programmed; none on a digital chip."""
+    if target.adc is None:
+        return {}
+    c = target.crossbar
+    counts = adc_energy.column_cells(w_int, slots, target)        # (columns of all blocks, 2 * slices)
+    bits = np.minimum(resolution(counts, c.cell_bits, c.dac_bits), target.adc.bits).astype(np.uint8)
+    out, first = {}, 0
+    for x in slots:
+        width = x.cols[1] - x.cols[0]
+        out[f"xbar_adc/{x.id}"] = np.ascontiguousarray(bits[first:first + width].T.reshape(2, -1, width))
+        first += width
+    return out
+
+
 def _plain(obj):
     """Tuples and numpy scalars as JSON has them, so a program in memory equals one loaded from disk."""
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else list(o)))
@@ -183,11 +201,13 @@ def _assemble(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule
                 arrays[f"layer/{node.name}/w_zero"] = q.w_zero.astype(np.int64)
             peak = int(np.abs(q.w_int).max(initial=0))
             wdtype = np.int8 if peak < 128 else np.int16 if peak < 1 << 15 else np.int32
-            for x in mapping.layers[node.name].crossbars:
+            slots = mapping.layers[node.name].crossbars
+            for x in slots:
                 arrays[f"xbar/{x.id}"] = block_matrix(q.w_int, x).astype(wdtype)
                 for key, index in (("xbar_rows", x.row_index), ("xbar_cols", x.col_index)):
                     if index is not None:
                         arrays[f"{key}/{x.id}"] = np.asarray(index, dtype=np.int32)
+            arrays.update(_adc_settings(q.w_int, slots, target))
         else:
             entry["inputs"] = node.inputs
             for t in node.inputs:

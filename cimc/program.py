@@ -10,7 +10,8 @@ sorted JSON keys), so one compile gives one byte sequence:
                     streams, the schedule, the compile report
 ``arrays/*.npy``    crossbar contents as programmed (``xbar/<id>``), the input gather and
                     output scatter of sorted blocks (``xbar_rows/<id>``, ``xbar_cols/<id>``),
-                    quantization scales, biases, constants
+                    each column's ADC resolution (``xbar_adc/<id>``, (polarity, slice,
+                    column), 0 = ADC off), quantization scales, biases, constants
 
 The hash covers every byte of the archive, headers included, so any edit or
 truncation is caught. Loading checks the magic, the version, the hash, the
@@ -42,7 +43,8 @@ from cimc.targets.codegen import PRIORITY
 
 FORMAT = "cimp"
 #: 3: sorted blocks (SWS) carry their row and output indices (xbar_rows/, xbar_cols/).
-FORMAT_VERSION = 3
+#: 4: every block of an analog chip carries its columns' ADC resolutions (xbar_adc/).
+FORMAT_VERSION = 4
 MAGIC = b"CIMP"
 _HEADER = struct.Struct("<4sI32s")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -240,9 +242,15 @@ def _check_contents(program: Program) -> None:
                     index.min() < lo or index.max() >= hi) or np.unique(index).size != size):
                 raise ProgramError(f"crossbar {x['id']} has a malformed {key} (it must hold {size} distinct "
                                    f"indices in {lo}..{hi - 1})")
+        adc = program.arrays.get(f"xbar_adc/{x['id']}")
+        if program.target.adc is not None and (
+                adc is None or adc.ndim != 3 or adc.shape[0] != 2 or adc.shape[2] != want[1]
+                or adc.dtype != np.uint8 or adc.size and adc.max() > program.target.adc.bits):
+            raise ProgramError(f"crossbar {x['id']} has no ADC settings of shape (2, slices, {want[1]}) "
+                               f"within the target's {program.target.adc.bits} bits")
     ids = {str(x["id"]) for x in program.crossbars}
     for key in program.arrays:
-        if key.startswith(("xbar_rows/", "xbar_cols/")) and key.split("/", 1)[1] not in ids:
+        if key.startswith(("xbar_rows/", "xbar_cols/", "xbar_adc/")) and key.split("/", 1)[1] not in ids:
             raise ProgramError(f"array {key} belongs to no crossbar")
     for n in program.nodes:
         if "quant" in n:

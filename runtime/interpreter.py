@@ -274,10 +274,17 @@ class Machine:
         return commit
 
     def xbar_cells(self, xbar: dict) -> xb.XbarCells:
-        """A crossbar's cells and ADC resolutions (computed once per program run)."""
+        """A crossbar's cells, and the resolution its ADCs are set to as the program configures them
+        (computed once per program run)."""
         cells = self.cells.get(xbar["id"])
         if cells is None:
-            cells = self.cells[xbar["id"]] = xb.xbar_cells(self.p.arrays[f"xbar/{xbar['id']}"], self.p.target)
+            derived = xb.xbar_cells(self.p.arrays[f"xbar/{xbar['id']}"], self.p.target)
+            stored = self.p.arrays.get(f"xbar_adc/{xbar['id']}")
+            if stored is not None:
+                # the program's setting; slices the block does not need are all-zero columns
+                derived = xb.XbarCells(derived.cells, derived.lossless,
+                                       stored[:, :derived.cells.shape[1]].astype(np.int64))
+            cells = self.cells[xbar["id"]] = derived
         return cells
 
     def _read_cost(self, layer: str, xbar_ids: tuple[int, ...]) -> tuple[int, float]:

@@ -269,3 +269,25 @@ def test_unknown_level_names_crossbar():
     with pytest.raises(cimc.errors.CimcError, match="crossbar"):
         cimc.run(cimc.compile(_ones_matmul(8, 2), "small", calibration={"x": np.ones((2, 1, 8), np.float32)}),
                  {"x": np.ones((1, 8), np.float32)}, level="analog")
+
+
+# -- the ADC settings a program carries ----------------------------------------------------------
+
+def test_program_carries_each_columns_adc_resolution_and_the_runtime_uses_it(compiled):
+    import copy
+    program = compiled("conv_net").program
+    for x in program.crossbars:
+        stored = program.arrays[f"xbar_adc/{x['id']}"]
+        derived = xb.xbar_cells(program.arrays[f"xbar/{x['id']}"], program.target).bits
+        np.testing.assert_array_equal(stored[:, :derived.shape[1]], derived)
+        assert stored.dtype == np.uint8 and not stored[:, derived.shape[1]:].any()
+    # Setting the ADCs one bit lower than lossless makes sums clip: the runtime reads the setting.
+    x = uniform(compiled("conv_net").model, 8, seed=2)
+    lowered = copy.deepcopy(program)
+    for x_ in lowered.crossbars:
+        key = f"xbar_adc/{x_['id']}"
+        lowered.arrays[key] = np.maximum(lowered.arrays[key].astype(np.int16) - 1, 0).astype(np.uint8)
+    exact = cimc.run(program, {"x": x}, level="crossbar", shortcut=False)
+    clipped = cimc.run(lowered, {"x": x}, level="crossbar", shortcut=False)
+    assert exact.stats["clipped_fraction"] == 0 < clipped.stats["clipped_fraction"]
+    assert clipped.stats["adc_energy_pj"] < exact.stats["adc_energy_pj"]

@@ -210,6 +210,17 @@ def test_missing_crossbar_contents(conv):
         cimc.run(program, {"x": uniform(conv.model, 1, seed=0)})
 
 
+@pytest.mark.parametrize("edit", [
+    lambda a: a.pop("xbar_adc/0"),
+    lambda a: a.update({"xbar_adc/0": a["xbar_adc/0"][:, :, :-1]}),
+    lambda a: a.update({"xbar_adc/0": a["xbar_adc/0"] + np.uint8(20)}),
+    lambda a: a.update({"xbar_adc/0": a["xbar_adc/0"].astype(np.int64)}),
+], ids=["missing", "columns", "bits", "dtype"])
+def test_malformed_adc_settings(conv, edit):
+    with pytest.raises(ProgramError, match="crossbar 0 has no ADC settings"):
+        Program.from_bytes(_signed(conv.program, lambda p: edit(p.arrays)))
+
+
 def test_save_into_missing_folder(conv, tmp_path):
     with pytest.raises(CimcError, match="does not exist"):
         conv.program.save(tmp_path / "nope" / "p.cimp")

@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   cimc compile model.onnx --target isaac -o model.cimp --calibration calib.npz --report-json report.json
   cimc inspect model.cimp --program | head
   cimc run model.cimp --input batch.npz --check model.onnx --stats-json stats.json
+  cimc run model_sram.cimp --input batch.npz --multiplier pc3 --check model.onnx
   cimc inspect model.onnx --ir
   cimc targets isaac
 """
@@ -80,6 +81,16 @@ def _parser() -> argparse.ArgumentParser:
                         "and the hardware's arithmetic) or onnxruntime (reproduce the int8 arithmetic of the "
                         "installed onnxruntime on this CPU: int16 pair saturation of x86 AVX2 kernels when it "
                         "has it); ideal level only (default: exact)")
+    r.add_argument("--multiplier", metavar="NAME",
+                   help="programs for a digital target (e.g. sram): take every crossbar product with this "
+                        "approximate 8-bit multiplier (exact, or, pc<k>, or-t<t>, pc<k>-t<t>, mitchell, drum<k>, "
+                        "table; see `cimc multipliers`), sign-magnitude on the int8 codes, emulated exactly at the "
+                        "ideal level. Stats: multiplier_error (sum |approx - exact| / sum |exact| over the "
+                        "crossbar sums), and cycles and MAC energy scaled by the target's [multipliers] ratios "
+                        "(multiplier_latency_cycles is an estimate; latency_cycles stays the compiled schedule's)")
+    r.add_argument("--multiplier-table", metavar="FILE",
+                   help="the 256x256 product table of the `table` multiplier (.npy, .npz with one array, or "
+                        "text/CSV integers 0..65535, row = activation magnitude); implies --multiplier table")
     r.add_argument("--check", metavar="MODEL.onnx", help="run onnxruntime on the same inputs and compare")
     r.add_argument("--output", "-o", metavar="OUT.npz", help="write the outputs")
     r.add_argument("--stats-json", metavar="PATH", help="write run statistics as JSON")
@@ -186,13 +197,16 @@ def _cmd_run(args: argparse.Namespace) -> None:
     _check_outputs(args.output, args.stats_json)
     program = cimc.Program.load(args.program)
     data = load_npz(args.input, "input")
-    result = cimc.run(program, data, level=args.level, arithmetic=args.arithmetic)
+    result = cimc.run(program, data, level=args.level, arithmetic=args.arithmetic,
+                      multiplier=args.multiplier, multiplier_table=args.multiplier_table)
     s = result.stats
     print(f"ran {s['batch']} inference(s) at level {s['level']}: latency {s['latency_cycles']} cycles "
           f"({s['latency_us']:.2f} us), PE utilization {100 * s['pe_utilization']:.1f} %, "
           f"{s['adc_conversions']} ADC conversions ({s['adc_energy_pj'] / 1e6:.3f} uJ) per inference, "
           + (f"{100 * s['clipped_fraction']:.3f} % clipped, " if s["level"] == "crossbar" else "") +
           f"wall {s['wall_seconds']:.2f} s")
+    if s["multiplier"] is not None:
+        print(_multiplier_summary(s, program.target.name))
     if args.check:
         from cimc.compare import compare, onnxruntime_outputs
         arrays, batched = check_arrays({k: tuple(v) for k, v in program.inputs.items()}, data, "input")
@@ -213,6 +227,18 @@ def _cmd_run(args: argparse.Namespace) -> None:
         with atomic_path(args.output) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **result.outputs)
+
+
+def _multiplier_summary(s: dict, target: str) -> str:
+    """One line: the multiplier, its error on this run, and its cost figures from the target."""
+    line = (f"multiplier {s['multiplier']}: crossbar sums off by {100 * s['multiplier_error']:.3f} % "
+            f"(sum |approx - exact| / sum |exact|, bias {100 * s['multiplier_bias']:+.3f} %), "
+            f"{s['macs']:,} MACs per inference")
+    if s["multiplier_cycle_ratio"] is None:
+        return line + f"; target {target} lists no cycle and energy ratios for it: costs not reported"
+    return (line + f", MAC energy {s['mac_energy_pj'] / 1e6:.4g} uJ (x{s['multiplier_energy_ratio']:g}), "
+            f"latency estimate {s['multiplier_latency_cycles']:.0f} cycles (crossbar cycles "
+            f"x{s['multiplier_cycle_ratio']:g}; the schedule's: {s['latency_cycles']})")
 
 
 def _print_graph(graph, fmt: str) -> None:

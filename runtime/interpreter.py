@@ -20,6 +20,17 @@ without VNNI its u8 x s8 kernels saturate pair sums to int16, which the runtime
 adds to the exact sums of the layers ORT runs that way, and average pools over
 the whole image between two grids round as ORT's quantized pool does (see
 :mod:`cimc.runtime.ort_arithmetic`). What cimc quantized itself is unaffected.
+
+A ``multiplier`` (programs for a digital target, ideal level; :func:`run`) replaces
+every crossbar product by an approximate 8-bit multiplier's sign-magnitude product
+(:mod:`cimc.runtime.multipliers`, int8 domain: centred activation codes and integer
+weights, both magnitudes at most 255). Each tile's assembled integer matrix is kept
+(int64, unfolded order) next to its float chunks, and its product with the codes is
+:func:`cimc.runtime.multipliers.matmul`: one BLAS product per distinct weight
+magnitude, exact integer sums, then the unchanged periphery. The exact product, which
+the run computes anyway, gives the ``multiplier_error`` statistic. The bfloat16 path
+(bf16 activations and weights, float32 accumulation) is not implemented: no target
+compiles to bfloat16 yet.
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ from cimc.inputs import available_memory, check_arrays, check_memory
 from cimc.passes.schedule.sets import tensor_rows
 from cimc.program import Program
 from cimc.runtime import crossbar as xb
+from cimc.runtime import multipliers as mp
 from cimc.runtime.kernels import VECTOR_KERNELS, lift_constant, patches_nhwc, to_nhwc, weights_khwc
 from cimc.runtime.ort_arithmetic import (SaturatingPairs, global_average_requantized, onnxruntime_saturates,
                                          pair_saturation, requantized_pools, saturating_layer, saturating_pairs)
@@ -94,9 +106,11 @@ class Machine:
     """One execution of a program over one batch chunk."""
 
     def __init__(self, program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
-                 shortcut: bool = True, cells: dict | None = None, arithmetic: str = "exact") -> None:
+                 shortcut: bool = True, cells: dict | None = None, arithmetic: str = "exact",
+                 multiplier: mp.Multiplier | None = None) -> None:
         self.p = program
         self.level = level
+        self.multiplier = multiplier          # ideal level, digital chips: emulated crossbar products
         ort = arithmetic == "onnxruntime"
         self.saturate_pairs = ort and onnxruntime_saturates()   # on a CPU whose int8 kernels saturate
         self.shortcut = shortcut              # crossbar level: exact products for unclippable columns
@@ -115,6 +129,8 @@ class Machine:
         segmented = any(x["segment"] for x in program.crossbars)
         self.holding: dict[int, int | None] = {} if segmented else {x["xbar"]: 0 for x in program.crossbars}
         self._weights: dict[tuple[str, int, int], tuple[list[tuple[int, np.ndarray]], int, list]] = {}
+        # With a multiplier: (first row of K, the tile's integer matrix in unfolded order, int64)
+        self._int_weights: dict[tuple[str, int, int], tuple[int, np.ndarray]] = {}
         self._pairs: dict[tuple[str, int, tuple[int, int]], SaturatingPairs | None] = {}
         self._codes: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
         self._read_costs: dict[tuple[str, tuple[int, ...]], tuple[int, float]] = {}
@@ -150,6 +166,9 @@ class Machine:
         if self.level == "crossbar" or self._saturates(node):   # plus the offset or saturation term
             x_peak += (1 << q["x_bits"]) - 1
         peak = q["k"] * x_peak * w_peak + bias_peak
+        if self.multiplier is not None:       # approximate products may exceed the exact ones
+            table = self.multiplier.table()[:x_peak + 1, :int(w_peak) + 1]
+            peak = max(peak, q["k"] * float(table.max(initial=0)) + bias_peak)
         return np.float32 if peak < 2 ** 24 else np.float64
 
     def _acc_shape(self, node: dict) -> tuple[int, ...]:
@@ -180,7 +199,8 @@ class Machine:
                 seq += 1
         heapq.heapify(events)
         stats = {"busy_crossbar_cycles": 0, "crossbar_reads": 0, "adc_conversions": 0, "adc_energy_pj": 0.0,
-                 "adc_clipped": 0, "vector_elements": 0, "latency_cycles": 0, "cells_written": 0}
+                 "adc_clipped": 0, "vector_elements": 0, "latency_cycles": 0, "cells_written": 0, "macs": 0,
+                 "mvm_intervals": [], "mult_abs_diff": 0.0, "mult_diff": 0.0, "mult_abs_exact": 0.0}
         while events:
             t, prio, _, tile_index, item = heapq.heappop(events)
             tile = self.tiles[tile_index]
@@ -352,6 +372,8 @@ class Machine:
                         blocks.append(blk)
                         w[np.ix_(r - r_lo, c - c_lo)] -= xb.weighted(xc.cells, mask, cb)
             w = unfold(w)
+            if self.multiplier is not None:        # ideal level: w holds exact integers
+                self._int_weights[key] = (r_lo, w.astype(np.int64))
             x_peak = _code_peak(q)
             w_peak = max(float(np.abs(w).max(initial=0)), 1.0)
             step = int((2 ** 24 - 1) // (x_peak * w_peak))
@@ -473,6 +495,8 @@ class Machine:
             for k0, w in chunks:
                 piece = rows[:, k0:k0 + w.shape[0]].astype(w.dtype, copy=False) @ w
                 part = piece if part is None else part.astype(np.float64) + piece
+            if self.multiplier is not None:
+                part = self._multiplied(node["name"], tile.index, g, rows, part, stats)
             pairs = self._saturating_pairs(node["name"], tile.index, (c_lo, c_hi)) if saturates else None
             if pairs is not None:
                 part = part + pair_saturation(rows, pairs, q["x_zero"])
@@ -490,6 +514,9 @@ class Machine:
                                f"that are not on that tile")
         pixels = int(np.prod(xq.shape[:-1])) // self.batch
         chunks_in = self.p.target.input_chunks
+        stats["macs"] += pixels * sum((self.slots[i]["rows"][1] - self.slots[i]["rows"][0]) *
+                                      (self.slots[i]["cols"][1] - self.slots[i]["cols"][0]) for i in xbar_ids)
+        stats["mvm_intervals"].append((ins["t"], ins["done"]))
         stats["busy_crossbar_cycles"] += (ins["done"] - ins["t"]) * physical
         stats["crossbar_reads"] += pixels * chunks_in * physical
         conversions, energy = self._read_cost(node["name"], tuple(ins["xbars"]))
@@ -503,6 +530,25 @@ class Machine:
                 target[..., c0:c0 + part.shape[-1]] += part.reshape(target.shape[:-1] + (part.shape[-1],))
             buf.count[r0:r1] += len(xbar_ids)
         return commit
+
+    def _multiplied(self, layer: str, tile: int, group: int, rows: np.ndarray, exact: np.ndarray,
+                    stats: dict) -> np.ndarray:
+        """The tile's crossbar sums with every product taken by the multiplier, and their error.
+
+        ``rows`` holds centred activation codes (integer-valued float32, |code| <= 255) and
+        the tile's integer matrix has |w| <= 255 (checked before the run), so
+        :func:`cimc.runtime.multipliers.matmul` gives the sums of sign-magnitude products
+        ``sign(x) sign(w) T[|x|, |w|]`` exactly (one BLAS product per distinct weight
+        magnitude). ``exact`` is the exact product the caller already has, for the error.
+        """
+        r_lo, w = self._int_weights[(layer, tile, group)]
+        codes = rows[:, r_lo:r_lo + w.shape[0]].astype(np.int16)
+        approx = mp.matmul(codes, w, self.multiplier).astype(np.float64)
+        diff = approx - exact
+        stats["mult_abs_diff"] += float(np.abs(diff).sum())
+        stats["mult_diff"] += float(diff.sum())
+        stats["mult_abs_exact"] += float(np.abs(exact).sum(dtype=np.float64))
+        return approx
 
     def _writeback(self, tile: _Tile, ins: dict, stats: dict) -> None:
         node = self.p.node(ins["layer"])
@@ -546,20 +592,22 @@ class Machine:
         np.multiply(y, np.float32(out["scale"]), out=dst, casting="unsafe")
 
 
-def _sample_bytes(program: Program) -> int:
-    """What one inference of a batch chunk holds at most: buffers, codes and unfolded inputs."""
+def _sample_bytes(program: Program, multiplier: bool = False) -> int:
+    """What one inference of a batch chunk holds at most: buffers, codes and unfolded inputs
+    (with a multiplier, also the emulation's int64 operands, signs and gathered blocks)."""
     per_sample = 3 * 8 * sum(math.prod(s) for s in program.tensors.values())
+    unfolded = 8 if not multiplier else 40
     for n in program.nodes:
         if n["op"] == "Conv":
             out = program.tensors[n["outputs"][0]]
-            per_sample += 8 * n["quant"]["k"] * n["attrs"].get("group", 1) * out[-1] * out[0]
+            per_sample += unfolded * n["quant"]["k"] * n["attrs"].get("group", 1) * out[-1] * out[0]
     return max(per_sample, 1)
 
 
-def _chunk_size(program: Program, total: int, workers: int) -> int:
+def _chunk_size(program: Program, total: int, workers: int, multiplier: bool = False) -> int:
     """Inferences per batch chunk: within the runtime's budget and what this machine has free (a
     request that cannot run even one inference per chunk is refused up front, not killed)."""
-    per_sample = _sample_bytes(program)
+    per_sample = _sample_bytes(program, multiplier)
     check_memory(per_sample, "one inference of this program",
                  "run it on a machine with more memory")
     budget = MEMORY_BUDGET_BYTES
@@ -569,8 +617,52 @@ def _chunk_size(program: Program, total: int, workers: int) -> int:
     return max(1, min(4096, budget // per_sample, math.ceil(total / workers)))
 
 
+def resolve_multiplier(program: Program, multiplier: "str | mp.Multiplier | None",
+                       multiplier_table: "str | os.PathLike | None" = None, level: str = "ideal",
+                       arithmetic: str = "exact") -> mp.Multiplier | None:
+    """The multiplier a run of ``program`` uses, or a :class:`CimcError` saying why it cannot.
+
+    A table file alone means the ``table`` multiplier. Refused: any multiplier on an analog
+    target (its crossbars add currents), at the ``crossbar`` level (which simulates the exact
+    bit-sliced arithmetic of the arrays; the multiplier is emulated at the ``ideal`` level),
+    with the ``onnxruntime`` arithmetic (a CPU's kernels, not the chip's), unknown names and
+    malformed tables (:class:`cimc.errors.MultiplierError`, which lists the known names), and
+    layers whose operands exceed 8-bit magnitudes (activation codes or weights above 255).
+    """
+    if multiplier is None and multiplier_table is None:
+        return None
+    name = multiplier.name if isinstance(multiplier, mp.Multiplier) else (multiplier or "table")
+    target = program.target
+    if not target.digital:
+        raise CimcError(f"target {target.name} is analog: its crossbars add currents, there is no multiplier "
+                        f"to choose (--multiplier {name}); compile for a digital target such as sram")
+    if level != "ideal":
+        raise CimcError(f"a multiplier is emulated at the ideal level; level {level} simulates the crossbars' "
+                        f"exact bit-sliced arithmetic, drop --level {level} or the multiplier")
+    if arithmetic != "exact":
+        raise CimcError(f"arithmetic {arithmetic} reproduces a CPU's int8 kernels, not the chip's multiplier; "
+                        f"use the exact arithmetic with --multiplier {name}")
+    mult = multiplier if isinstance(multiplier, mp.Multiplier) else mp.get_multiplier(name, multiplier_table)
+    peaks: dict[str, float] = {}
+    for x in program.crossbars:
+        peak = float(np.abs(program.arrays[f"xbar/{x['id']}"]).max(initial=0))
+        peaks[x["layer"]] = max(peaks.get(x["layer"], 0.0), peak)
+    for node in program.nodes:
+        if node["name"] not in peaks:
+            continue
+        q = node["quant"]
+        x_peak, w_peak = _code_peak(q), peaks[node["name"]]
+        if x_peak >= mp.SIZE or w_peak >= mp.SIZE:
+            raise CimcError(f"layer {node['name']} has {q['x_bits']}-bit activations (codes up to {x_peak}) and "
+                            f"weights up to {w_peak:g}: the multipliers take 8-bit magnitudes (0..{mp.SIZE - 1}); "
+                            f"run it without a multiplier or compile for an 8-bit digital target such as sram")
+    return mult
+
+
 def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
-        workers: int | None = None, shortcut: bool = True, arithmetic: str = "exact") -> Result:
+        workers: int | None = None, shortcut: bool = True, arithmetic: str = "exact",
+        multiplier: "str | mp.Multiplier | None" = None,
+        multiplier_table: "str | os.PathLike | None" = None) -> Result:
     """Execute ``program`` on ``inputs`` (arrays shaped like the model inputs, optionally with a
     leading batch axis) and return its outputs and per-inference statistics.
 
@@ -588,6 +680,19 @@ def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
     pool does. It changes only what the model quantized, and only at the ``ideal`` level: the
     ``crossbar`` level simulates the chip, which has no CPU kernels.
 
+    ``multiplier`` (a name from :func:`cimc.runtime.multipliers.get_multiplier`, or a
+    :class:`~cimc.runtime.multipliers.Multiplier`; ``multiplier_table``: the 256x256 table file of
+    the ``table`` multiplier, which a table alone implies): programs compiled for a digital target
+    only, at the ideal level. Every crossbar product becomes the multiplier's sign-magnitude
+    product ``sign(x) sign(w) T[|x|, |w|]`` of the centred activation code and the integer
+    weight (int8 domain: both magnitudes at most 255, else refused), emulated exactly by
+    :func:`~cimc.runtime.multipliers.matmul` (one BLAS product per distinct weight magnitude, no
+    per-product table lookup). The sums are exact integers (the issue's "float32 accumulation"
+    is the bfloat16 path, not implemented); scaling and bias are unchanged. ``exact`` gives the
+    very outputs of a run without a multiplier. Statistics added (see :func:`_summarize`):
+    ``multiplier``, ``multiplier_error``, ``multiplier_bias``, the target's cost ratios, and the
+    scaled MAC energy and latency estimate.
+
     The batch is cut into chunks that bound memory and keep ``workers`` threads (default: one per
     core, at most 4) busy; numpy releases the GIL in its array work, so chunks run in parallel.
     """
@@ -598,19 +703,20 @@ def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
     if arithmetic == "onnxruntime" and level != "ideal":
         raise CimcError(f"arithmetic onnxruntime reproduces a CPU's int8 kernels and applies to the ideal "
                         f"level only; level {level} simulates the chip's crossbars and ADCs")
+    mult = resolve_multiplier(program, multiplier, multiplier_table, level, arithmetic)
     if arithmetic == "onnxruntime":
         onnxruntime_saturates()           # probe once, before the worker threads ask for it
     arrays, batched = check_arrays({k: tuple(v) for k, v in program.inputs.items()}, inputs, "input")
     total = next(iter(arrays.values())).shape[0]
     workers = max(1, min(workers or os.cpu_count() or 1, 4))
-    chunk = _chunk_size(program, total, workers)
+    chunk = _chunk_size(program, total, workers, mult is not None)
     starts = list(range(0, total, chunk))
     started = time.perf_counter()
     cells: dict = {}
 
     def one(begin: int) -> tuple[dict[str, np.ndarray], dict]:
         machine = Machine(program, {k: v[begin:begin + chunk] for k, v in arrays.items()}, level,
-                          shortcut, cells, arithmetic)
+                          shortcut, cells, arithmetic, mult)
         stats = machine.execute()
         return machine.outputs, stats
 
@@ -625,8 +731,9 @@ def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
                for name in program.outputs}
     if not batched:
         outputs = {k: v[0] for k, v in outputs.items()}
-    raw = dict(done[-1][1], adc_clipped=sum(d[1]["adc_clipped"] for d in done))
-    stats = _summarize(program, raw, level, total, time.perf_counter() - started)
+    summed = ("adc_clipped", "mult_abs_diff", "mult_diff", "mult_abs_exact")
+    raw = dict(done[-1][1], **{k: sum(d[1][k] for d in done) for k in summed})
+    stats = _summarize(program, raw, level, total, time.perf_counter() - started, mult)
     return Result(outputs, {**stats, "arithmetic": arithmetic})
 
 
@@ -643,7 +750,36 @@ def _as_model_type(values: np.ndarray, dtype: str | None) -> np.ndarray:
     return np.clip(np.rint(values), info.min, info.max).astype(dtype)
 
 
-def _summarize(program: Program, raw: dict, level: str, batch: int, seconds: float) -> dict:
+def _busy_cycles(intervals: list[tuple[int, int]]) -> int:
+    """Cycles covered by at least one of the ``[t, done)`` intervals."""
+    total, end = 0, None
+    for a, b in sorted(intervals):
+        if end is None or a > end:
+            total, end = total + b - a, b
+        elif b > end:
+            total, end = total + b - end, b
+    return total
+
+
+def _summarize(program: Program, raw: dict, level: str, batch: int, seconds: float,
+               mult: mp.Multiplier | None = None) -> dict:
+    """Per-inference statistics.
+
+    Multiply-accumulate figures (every run): ``macs``, the products the crossbars compute per
+    inference (for each crossbar read set, block rows x block columns x output pixels: a layer's
+    K x N x pixels); ``mac_energy_pj`` = ``macs`` x the target's ``[multipliers] mac_pj`` x the
+    multiplier's energy ratio (0 on a target without ``[multipliers]``), part of ``energy_pj``;
+    ``mvm_cycles``, the cycles of the schedule during which at least one crossbar computes.
+
+    With a multiplier (null without one): ``multiplier`` (its name), ``multiplier_error`` =
+    sum |approximate - exact| / sum |exact| over every crossbar sum of the run (the sums each
+    tile's crossbars produce for a layer, all inferences), ``multiplier_bias`` = the same with
+    signed differences, ``multiplier_cycle_ratio`` and ``multiplier_energy_ratio`` from the
+    target's ``[multipliers]`` table, and ``multiplier_latency_cycles`` = ``latency_cycles`` -
+    ``mvm_cycles`` x (1 - cycle ratio): an estimate, since ``latency_cycles`` stays the compiled
+    schedule's, made for the exact multiplier (nothing is rescheduled). A multiplier the target
+    lists no ratios for has null ratios, MAC energy, latency estimate and ``energy_pj``.
+    """
     target = program.target
     used = len({x["xbar"] for x in program.crossbars})
     latency = raw["latency_cycles"]
@@ -655,6 +791,24 @@ def _summarize(program: Program, raw: dict, level: str, batch: int, seconds: flo
     # every inference writes (each segment, once), which also cost energy and time.
     written = raw["cells_written"]
     write_pj = written * target.energy.cell_write_pj
+    macs = int(raw["macs"])
+    mvm_cycles = _busy_cycles(raw["mvm_intervals"])
+    costs = target.multipliers
+    cost = None if costs is None else costs.cost("exact" if mult is None else mult.name)
+    if costs is None:
+        mac_pj = 0.0
+    else:
+        mac_pj = None if cost is None else macs * costs.mac_pj * cost.energy
+    multiplier = {"multiplier": None, "multiplier_error": None, "multiplier_bias": None,
+                  "multiplier_cycle_ratio": None, "multiplier_energy_ratio": None, "multiplier_latency_cycles": None}
+    if mult is not None:
+        exact = raw["mult_abs_exact"]
+        multiplier.update(multiplier=mult.name,
+                          multiplier_error=raw["mult_abs_diff"] / exact if exact else 0.0,
+                          multiplier_bias=raw["mult_diff"] / exact if exact else 0.0)
+        if cost is not None:
+            multiplier.update(multiplier_cycle_ratio=cost.cycles, multiplier_energy_ratio=cost.energy,
+                              multiplier_latency_cycles=latency - mvm_cycles * (1 - cost.cycles))
     return {
         "level": level,
         "batch": batch,
@@ -669,7 +823,11 @@ def _summarize(program: Program, raw: dict, level: str, batch: int, seconds: flo
         "crossbar_read_energy_pj": read_pj,
         "vector_energy_pj": vector_pj,
         "write_energy_pj": write_pj,
-        "energy_pj": adc_pj + read_pj + vector_pj + write_pj,
+        "macs": macs,
+        "mac_energy_pj": mac_pj,
+        "energy_pj": None if mac_pj is None else adc_pj + read_pj + vector_pj + write_pj + mac_pj,
+        "mvm_cycles": int(mvm_cycles),
+        **multiplier,
         "segments": int(program.report["segments"]),
         "crossbar_writes": int(written or program.report["cells_programmed"]),
         "cell_utilization": float(program.report["cell_utilization"]),

@@ -5,6 +5,19 @@ derived from it, so the schema below is the single place where a chip's
 parameters are named, typed and range-checked. Each field carries its accepted
 range in its metadata; :func:`load_target` refuses unknown keys, wrong types and
 out-of-range values with a message naming the field.
+
+Digital chips (``crossbar.kind = "digital"``) may carry a ``[multipliers]``
+table, the cost model of their multiply-accumulates (see :class:`Multipliers`)::
+
+    [multipliers]
+    mac_pj = 0.05                             # one multiply-accumulate, exact multiplier
+    exact = { cycles = 1.0, energy = 1.0 }    # the reference (implied)
+    or = { cycles = 0.57, energy = 0.75 }     # ratios to the exact multiplier
+
+The runtime (``cimc run --multiplier NAME``) scales the crossbar compute cycles
+by ``cycles`` and the multiply-accumulate energy (``mac_pj`` per MAC) by
+``energy``. Ratios must be > 0, names known to the multiplier registry, and the
+table is refused on analog chips, which have no multiplier to choose.
 """
 
 from __future__ import annotations
@@ -103,6 +116,36 @@ class Energy:
 
 
 @dataclass(frozen=True)
+class MultiplierCost:
+    """Cost of one multiplier relative to the exact one on the same chip (both ratios > 0)."""
+    cycles: float   # crossbar (macro) compute cycles, relative to the exact multiplier's
+    energy: float   # energy per multiply-accumulate, relative to the exact multiplier's
+
+
+@dataclass(frozen=True)
+class Multipliers:
+    """The ``[multipliers]`` table of a digital chip: the multiply-accumulate cost model.
+
+    ``mac_pj`` is the energy of one multiply-accumulate with the exact multiplier;
+    every other key is a multiplier name known to :func:`cimc.runtime.multipliers.get_multiplier`
+    (``table`` stands for any table file) mapped to ``{ cycles = r, energy = r }``,
+    its ratios to the exact multiplier. ``exact`` is the reference: 1 and 1 whether
+    listed or not. A multiplier the table does not list can still be run; its cost
+    figures are then unknown (reported as null).
+    """
+    mac_pj: float
+    costs: tuple[tuple[str, MultiplierCost], ...]
+
+    def cost(self, name: str) -> MultiplierCost | None:
+        if name == "exact":
+            return MultiplierCost(1.0, 1.0)
+        return dict(self.costs).get(name)
+
+    def to_dict(self) -> dict:
+        return {"mac_pj": self.mac_pj, **{n: dataclasses.asdict(c) for n, c in self.costs}}
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     description: str
@@ -115,6 +158,7 @@ class Target:
     noc: Noc
     buffer: Buffer
     energy: Energy
+    multipliers: Multipliers | None = None   # digital chips only: MAC energy and multiplier cost ratios
 
     # Derived quantities: the mapping and the cost model read these, never raw constants.
     @property
@@ -154,7 +198,10 @@ class Target:
         return abs(a % w - b % w) + abs(a // w - b // w)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        data = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if self.multipliers is not None:
+            data["multipliers"] = self.multipliers.to_dict()
+        return data
 
 
 SECTIONS = {
@@ -214,10 +261,50 @@ def _check_consistency(t: Target, where: str) -> None:
                           f"{t.weight_slices} slices)")
 
 
+def _build_multipliers(data: Any, where: str) -> Multipliers:
+    """``[multipliers]``: ``mac_pj`` and ``NAME = { cycles = r, energy = r }`` per known multiplier."""
+    from cimc.errors import MultiplierError
+    from cimc.runtime.multipliers import KNOWN_NAMES, get_multiplier
+    if not isinstance(data, dict):
+        raise TargetError(f"{where}: expected a table [multipliers], got {type(data).__name__}")
+    if "mac_pj" not in data:
+        raise TargetError(f"{where}.mac_pj is missing (energy of one multiply-accumulate with the exact "
+                          f"multiplier, pJ)")
+    mac = data["mac_pj"]
+    if isinstance(mac, bool) or not isinstance(mac, (int, float)) or not (0 <= mac <= 1e9 and math.isfinite(mac)):
+        raise TargetError(f"{where}.mac_pj: expected a number in [0, 1e+09] (pJ per multiply-accumulate with "
+                          f"the exact multiplier), got {mac!r}")
+    costs = []
+    for name, entry in data.items():
+        if name == "mac_pj":
+            continue
+        if name != "table":
+            try:
+                get_multiplier(name)
+            except MultiplierError:
+                raise TargetError(f"{where}.{name}: unknown multiplier {name!r}; known: {KNOWN_NAMES}; "
+                                  f"other keys: mac_pj") from None
+        if not isinstance(entry, dict) or set(entry) != {"cycles", "energy"}:
+            raise TargetError(f"{where}.{name}: expected {{ cycles = ratio, energy = ratio }} (relative to the "
+                              f"exact multiplier), got {entry!r}")
+        ratios = {}
+        for key in ("cycles", "energy"):
+            r = entry[key]
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0 < r <= 1e6 and math.isfinite(r)):
+                raise TargetError(f"{where}.{name}.{key}: expected a ratio > 0 (relative to the exact "
+                                  f"multiplier), got {r!r}")
+            ratios[key] = float(r)
+        if name == "exact" and ratios != {"cycles": 1.0, "energy": 1.0}:
+            raise TargetError(f"{where}.exact: the exact multiplier is the reference, its ratios are 1; "
+                              f"got {entry!r}")
+        costs.append((name, MultiplierCost(**ratios)))
+    return Multipliers(float(mac), tuple(costs))
+
+
 def target_from_dict(data: dict, where: str = "target") -> Target:
     if not isinstance(data, dict):
         raise TargetError(f"{where}: expected a TOML document")
-    allowed = {"name", "description", *SECTIONS}
+    allowed = {"name", "description", "multipliers", *SECTIONS}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise TargetError(f"{where}: unknown key {unknown[0]!r}; accepted keys: {', '.join(sorted(allowed))}")
@@ -236,7 +323,17 @@ def target_from_dict(data: dict, where: str = "target") -> Target:
     missing = [k for k, v in sections.items() if v is None and not (k == "adc" and digital)]
     if missing:
         raise TargetError(f"{where}: missing table [{missing[0]}]")
-    target = Target(name=data["name"], description=data["description"], **sections)
+    multipliers = None
+    if "multipliers" in data:
+        if not digital:
+            raise TargetError(f"{where}: [multipliers] given for an analog chip (crossbar.kind = \"analog\"), "
+                              f"whose crossbars add currents and have no multiplier to choose; remove the table "
+                              f"or make the crossbar digital")
+        try:
+            multipliers = _build_multipliers(data["multipliers"], "multipliers")
+        except TargetError as exc:
+            raise TargetError(f"{where}: {exc}") from None
+    target = Target(name=data["name"], description=data["description"], multipliers=multipliers, **sections)
     _check_consistency(target, where)
     return target
 

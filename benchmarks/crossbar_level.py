@@ -160,7 +160,7 @@ def sweep(limits: dict[str, int], record: bool) -> None:
              f"{platform.machine()}.\n"]
     for case, limit in limits.items():
         ideal = measure(case, "ideal", True, limit)
-        lines += [f"\n## {CASES[case][0]} ({limit} test images; ideal accuracy "
+        lines += [f"\n## {CASES[case][0]} ({limit} test images spread evenly over the test set; ideal accuracy "
                   f"{100 * ideal['accuracy']:.1f} %)\n",
                   "| ADC bits | accuracy | clipped fraction | ADC conversions / inference | ADC energy / inference (nJ) |",
                   "|---|---|---|---|---|"]

@@ -95,6 +95,9 @@ class Multiplier:
     description: str
     parameters: dict[str, object]
     product: Product = field(repr=False)
+    #: When the product factors as ``f(a) * f(b)`` (exact, DRUM), the map ``f`` on magnitudes: an
+    #: emulated matrix product is then one exact BLAS product of mapped operands.
+    operand: "Callable[[np.ndarray], np.ndarray] | None" = field(default=None, repr=False)
 
     def multiply(self, a, b) -> np.ndarray:
         """Elementwise approximate products of unsigned 8-bit magnitudes."""
@@ -212,7 +215,7 @@ def get_multiplier(name: str, table_file: str | Path | None = None) -> Multiplie
     if table_file is not None:
         raise MultiplierError(f"a table file goes with the multiplier `table`, not {name!r}")
     if name == "exact":
-        return Multiplier("exact", "exact product", {}, exact_product)
+        return Multiplier("exact", "exact product", {}, exact_product, operand=lambda a: a)
     if name == "mitchell":
         return Multiplier("mitchell", "Mitchell logarithmic", {}, mitchell_product)
     if m := _DAISM.fullmatch(name):
@@ -226,7 +229,7 @@ def get_multiplier(name: str, table_file: str | Path | None = None) -> Multiplie
     if m := _DRUM.fullmatch(name):
         keep = int(m[1])
         return Multiplier(name, f"DRUM: {keep} bits from the leading one, last set", {"keep": keep},
-                          partial(drum_product, keep=keep))
+                          partial(drum_product, keep=keep), operand=partial(drum_operand, keep=keep))
     raise MultiplierError(f"unknown multiplier {name!r}; known: {KNOWN_NAMES}")
 
 
@@ -352,7 +355,8 @@ def matmul(x, w, mult: Multiplier) -> np.ndarray:
 
     ``x`` (M, K) and ``w`` (K, N) are integer arrays with magnitudes up to 255
     (signed int8 or significands). One BLAS product per distinct nonzero weight
-    magnitude; every partial sum is bounded by ``K * max(T)``, so the products
+    magnitude, or a single one of mapped operands when the multiplier factors
+    (exact, DRUM); every partial sum is bounded by ``K * max(T)``, so the products
     run in float32 when that is below 2**24 and in float64 (bound below 2**53)
     otherwise, and both are exact.
     """
@@ -364,6 +368,10 @@ def matmul(x, w, mult: Multiplier) -> np.ndarray:
     if bound >= 1 << 53:
         raise ValueError(f"matmul: K = {x.shape[1]} is too large for exact float64 sums")
     dtype = np.float32 if bound < 1 << 24 else np.float64
+    if mult.operand is not None:                    # T[a, b] = f(a) f(b): one product of mapped operands
+        fx = (np.sign(x) * mult.operand(np.abs(x))).astype(dtype)
+        fw = (np.sign(w) * mult.operand(np.abs(w))).astype(dtype)
+        return (fx @ fw).astype(np.int64)
     y = _decomposed(np.abs(x), np.sign(x).astype(dtype), np.abs(w), np.sign(w).astype(dtype), table, dtype)
     return y.astype(np.int64)
 

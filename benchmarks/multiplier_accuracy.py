@@ -145,9 +145,10 @@ def report(sweeps: list[dict], timing_figures, names: list[str], seconds: float,
     lines += ["", f"Target: approximate emulation at most {MAX_SLOWDOWN:g}x slower than exact emulation. Worst "
               f"measured ratio {worst:.1f}x: this {verdict} the target."
               + ("" if worst <= MAX_SLOWDOWN else
-                 " The emulation runs one gather and one BLAS product per distinct weight magnitude (up to "
-                 "~128 for int8 weights) where the exact run needs one product; `exact` itself goes "
-                 "through the same emulation, so its ratio is the method's overhead, not the table's."), ""]
+                 " A multiplier whose table does not factor runs one gather and one BLAS product per "
+                 "distinct weight magnitude (up to ~128 for int8 weights) where the exact run needs one "
+                 "product; those that factor as f(a) f(b) (exact, DRUM) take one product of mapped "
+                 "operands, and their ratio is the cost of the error statistics."), ""]
     return "\n".join(lines)
 
 

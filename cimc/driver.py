@@ -32,7 +32,6 @@ from cimc.passes.schedule.layer import schedule_layer_by_layer
 from cimc.passes.schedule.model import Schedule, build_tasks, dependencies
 from cimc.passes.schedule.validator import validate
 from cimc.program import FORMAT, FORMAT_VERSION, Program
-from cimc.runtime.crossbar import resolution
 from cimc.targets import Target, load_target
 from cimc.targets.codegen import generate
 
@@ -115,10 +114,14 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
     }
     report = _report(graph, target, mapping, schedule, cost, folded, manifest)
     with timer("adc_accounting"):
-        report["adc"] = adc_energy.report(graph, target, mapping, plans)
+        # Each column's ADC setting, computed once: programmed into the .cimp and costed in the report.
+        settings = {} if target.adc is None else {
+            node.name: adc_energy.column_bits(node.attrs["quant"].w_int, mapping.layers[node.name].crossbars,
+                                              target) for node in graph.crossbar_nodes()}
+        report["adc"] = adc_energy.report(graph, target, mapping, plans, settings)
     for entry, layer in zip(report["layers"], report["adc"]["layers"]):
         entry["sws"] = layer["scheme"]
-    program = _assemble(graph, target, mapping, schedule, tiles, manifest, report)
+    program = _assemble(graph, target, mapping, schedule, tiles, manifest, report, settings)
     program.pass_seconds = timer.seconds
     return program
 
@@ -154,19 +157,14 @@ def _report(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule, 
     }
 
 
-def _adc_settings(w_int: np.ndarray, slots, target: Target) -> dict[str, np.ndarray]:
-    """Each block's per-column ADC resolution, ``(polarity, slice, column)`` as the cells are laid
-    out: the lossless one from the column's nonzero cells, capped by the target's ADC (0: the
-    column is all zero, its ADC is off). Part of what is programmed; none on a digital chip."""
-    if target.adc is None:
-        return {}
-    c = target.crossbar
-    counts = adc_energy.column_cells(w_int, slots, target)        # (columns of all blocks, 2 * slices)
-    bits = np.minimum(resolution(counts, c.cell_bits, c.dac_bits), target.adc.bits).astype(np.uint8)
+def _adc_arrays(bits: np.ndarray, slots) -> dict[str, np.ndarray]:
+    """A layer's column settings (:func:`adc_energy.column_bits`, columns of all blocks in order)
+    as one ``(polarity, slice, column)`` array per block: part of what is programmed."""
     out, first = {}, 0
     for x in slots:
         width = x.cols[1] - x.cols[0]
-        out[f"xbar_adc/{x.id}"] = np.ascontiguousarray(bits[first:first + width].T.reshape(2, -1, width))
+        out[f"xbar_adc/{x.id}"] = np.ascontiguousarray(
+            bits[first:first + width].T.reshape(2, -1, width).astype(np.uint8))
         first += width
     return out
 
@@ -177,7 +175,7 @@ def _plain(obj):
 
 
 def _assemble(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule, tiles: list,
-              manifest: dict, report: dict) -> Program:
+              manifest: dict, report: dict, settings: dict[str, np.ndarray]) -> Program:
     arrays: dict[str, np.ndarray] = {}
     nodes = []
     for node in graph.nodes():
@@ -207,7 +205,8 @@ def _assemble(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule
                 for key, index in (("xbar_rows", x.row_index), ("xbar_cols", x.col_index)):
                     if index is not None:
                         arrays[f"{key}/{x.id}"] = np.asarray(index, dtype=np.int32)
-            arrays.update(_adc_settings(q.w_int, slots, target))
+            if node.name in settings:
+                arrays.update(_adc_arrays(settings[node.name], slots))
         else:
             entry["inputs"] = node.inputs
             for t in node.inputs:

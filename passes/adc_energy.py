@@ -131,16 +131,29 @@ def column_cells(w_int: np.ndarray, blocks: "list[Block] | list[CrossbarSlot]", 
     return np.concatenate(out) if out else np.zeros((0, 2 * slices), dtype=np.int64)
 
 
+def column_bits(w_int: np.ndarray, blocks: "list[Block] | list[CrossbarSlot]", target: Target) -> np.ndarray:
+    """The resolution every column's ADC is set to, shaped as :func:`column_cells`: the column's
+    lossless one, capped by the target's ADC; 0 for an all-zero column (ADC off). Analog chips only."""
+    c = target.crossbar
+    return np.minimum(resolution(column_cells(w_int, blocks, target), c.cell_bits, c.dac_bits), target.adc.bits)
+
+
+def crossbar_count(blocks: "list[Block] | list[CrossbarSlot]") -> int:
+    return len({(b.local if isinstance(b, Block) else b.xbar) for b in blocks})
+
+
+def bits_cost(bits: np.ndarray, crossbars: int) -> AdcCost:
+    """Conversions of one read of columns set to ``bits`` (0: off, no conversion)."""
+    return AdcCost(np.bincount(bits.ravel(), minlength=MAX_BITS)[:MAX_BITS].astype(np.int64), crossbars)
+
+
 def read_cost(w_int: np.ndarray, blocks: "list[Block] | list[CrossbarSlot]", target: Target) -> AdcCost:
     """Conversions of one read of every block of a layer's (K, N) matrix: per-column lossless
     resolution, capped; all-zero columns skipped. ``blocks``: natural or sorted."""
     blocks = list(blocks)
-    crossbars = len({(b.local if isinstance(b, Block) else b.xbar) for b in blocks})
     if target.adc is None or not blocks:
-        return AdcCost(zero_cost().by_bits, crossbars)
-    counts = column_cells(w_int, blocks, target)
-    bits = np.minimum(resolution(counts, target.crossbar.cell_bits, target.crossbar.dac_bits), target.adc.bits)
-    return AdcCost(np.bincount(bits.ravel(), minlength=MAX_BITS)[:MAX_BITS].astype(np.int64), crossbars)
+        return AdcCost(zero_cost().by_bits, crossbar_count(blocks))
+    return bits_cost(column_bits(w_int, blocks, target), crossbar_count(blocks))
 
 
 def worst_case_bits(target: Target) -> int:
@@ -166,10 +179,12 @@ def reads_per_inference(output_size: int, channels: int, target: Target) -> int:
     return output_size // channels * target.input_chunks
 
 
-def report(graph: Graph, target: Target, mapping: Mapping, plans: dict | None) -> dict:
+def report(graph: Graph, target: Target, mapping: Mapping, plans: dict | None,
+           settings: dict[str, np.ndarray]) -> dict:
     """The compile report's ``adc`` section: per layer and in total, per inference, the ADC
     conversions, energy and crossbars of the compiled mapping (``chosen``, what the runtime will
-    measure), of B1 and B2, and of every SWS candidate the pass costed (``plans``: the
+    measure, from ``settings``: each layer's :func:`column_bits` as programmed, none on a digital
+    chip), of B1 and B2, and of every SWS candidate the pass costed (``plans``: the
     :class:`cimc.passes.sws.LayerPlan` of each layer, or None without SWS)."""
     adc = target.adc
     layers, totals = [], {"chosen": zero_cost(), "b1": zero_cost(), "b2": zero_cost()}
@@ -179,10 +194,12 @@ def report(graph: Graph, target: Target, mapping: Mapping, plans: dict | None) -
         out = graph.tensors[node.outputs[0]]
         reads = reads_per_inference(out.size, w.shape[1], target)
         plan = (plans or {}).get(node.name)
-        b2 = read_cost(w, natural, target)
+        slots = mapping.layers[node.name].crossbars
+        chosen = bits_cost(settings[node.name], crossbar_count(slots)) if node.name in settings \
+            else read_cost(w, slots, target)
         # Without SWS the compiled blocks are the natural ones: B2 is what the chip does.
-        costs = {"chosen": b2 if plan is None else read_cost(w, mapping.layers[node.name].crossbars, target),
-                 "b1": b1_cost(w, natural, target), "b2": b2}
+        costs = {"chosen": chosen, "b1": b1_cost(w, natural, target),
+                 "b2": chosen if plan is None else read_cost(w, natural, target)}
         entry = {"name": node.name, "scheme": plan.scheme if plan else "natural", "reads": reads}
         for key, cost in costs.items():
             entry[key] = cost.scaled(reads).to_dict(adc)

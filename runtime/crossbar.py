@@ -92,12 +92,6 @@ def lossless_bits(cells: np.ndarray, cell_bits: int, dac_bits: int) -> np.ndarra
     return resolution(np.count_nonzero(cells, axis=-2), cell_bits, dac_bits)
 
 
-def column_bits(cells: np.ndarray, cell_bits: int, dac_bits: int, adc_bits: int | None) -> np.ndarray:
-    """Resolution each column's ADC converts at: its lossless one, capped by ``adc_bits``."""
-    bits = lossless_bits(cells, cell_bits, dac_bits)
-    return bits if adc_bits is None else np.minimum(bits, adc_bits)
-
-
 @dataclass(frozen=True)
 class XbarCells:
     """One crossbar's cells and ADC resolutions, derived from its integer block and the target."""

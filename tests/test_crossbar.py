@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -49,7 +50,8 @@ def test_slices_by_hand():
     bits = xb.lossless_bits(cells, cell_bits=2, dac_bits=1)
     assert bits.tolist() == [[[3, 2], [2, 2]],             # +: slice0 (out0, out1), slice1
                              [[2, 2], [2, 0]]]             # -: slice0, slice1
-    assert xb.column_bits(cells, 2, 1, adc_bits=2).max() == 2
+    two_bit_adc = dataclasses.replace(target, adc=dataclasses.replace(target.adc, bits=2))
+    assert xb.xbar_cells(W.astype(np.int8), two_bit_adc).bits.max() == 2
     # 2-bit inputs: maxsum = nonzero * 3 * 3
     assert xb.lossless_bits(cells, 2, 2)[0, 0, 0] == 5     # 2 cells: 18 -> 5 bits
     # The cells represent the weights again.

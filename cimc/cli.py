@@ -42,7 +42,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("model", help="ONNX model file")
     c.add_argument("--target", "-t", required=True, help="preset name (see `cimc targets`) or TOML file")
     c.add_argument("-o", "--output", required=True, help="program file to write (.cimp)")
-    c.add_argument("--scheduler", default="layer", choices=["layer"], help="scheduler (default: layer)")
+    c.add_argument("--scheduler", default="layer", choices=["layer", "clsa", "cpsat"],
+                   help="layer: layer by layer, one copy of each layer (the baseline, default); clsa: "
+                        "CLSA-CIM cross-layer scheduling (sets start as soon as the rows they need exist) "
+                        "with greedy weight duplication in the spare crossbars; cpsat: a local search over "
+                        "copy counts, then OR-Tools CP-SAT over set assignment and order, hinted with clsa; "
+                        "the report gives a lower bound on any schedule and the gap to it")
+    c.add_argument("--solver-time", type=float, default=10.0, metavar="SECONDS",
+                   help="wall-clock seconds cpsat may spend (default 10)")
+    c.add_argument("--seed", type=int, default=0, help="CP-SAT's random seed (default 0)")
+    c.add_argument("--set-rows", type=int, default=1, metavar="N",
+                   help="output rows per set (default 1; larger sets: fewer, coarser scheduling decisions)")
     c.add_argument("--calibration", metavar="DATA.npz",
                    help="calibration samples, one array per model input named like it, shaped "
                         "(samples, *input shape); without it scales come from random inputs (warned)")
@@ -142,7 +152,8 @@ def _cmd_compile(args: argparse.Namespace) -> None:
         warnings.simplefilter("always")
         program = cimc.compile(args.model, args.target, scheduler=args.scheduler,
                                calibration=args.calibration, input_shapes=args.input_shape,
-                               allow_reprogramming=args.allow_reprogramming, sws=args.sws or False)
+                               allow_reprogramming=args.allow_reprogramming, sws=args.sws or False,
+                               solver_time=args.solver_time, seed=args.seed, rows_per_set=args.set_rows)
     for w in caught:
         print(f"cimc: warning: {w.message}", file=sys.stderr)
     r = program.report
@@ -155,6 +166,11 @@ def _cmd_compile(args: argparse.Namespace) -> None:
     print(f"compiled {r['model']} for {r['target']}: {r['crossbars_used']} crossbars on {r['tiles_used']} "
           f"tiles{segments}, {r['scheduler']} schedule {r['makespan_cycles']} cycles ({r['makespan_us']:.2f} us), "
           f"PE utilization {100 * r['pe_utilization']:.1f} % -> {args.output}")
+    duplicated = sum(c > 1 for c in r["copies"].values())
+    print(f"  lower bound {r['lower_bound_cycles']} cycles (gap {100 * r['gap']:.1f} %); layers duplicated: "
+          f"{duplicated} ({sum(r['copies'].values())} copies of {len(r['copies'])} layers); same mapping: "
+          f"layer {r['comparison']['layer']}, clsa {r['comparison']['clsa']} cycles"
+          + (f"; CP-SAT {r['solver_status']} in {r['solver_seconds']:.1f} s" if r["solver_status"] else ""))
     if args.sws:
         print(_sws_summary(r["adc"]))
 

@@ -19,23 +19,30 @@ import numpy as np
 import onnx
 
 import cimc
-from cimc.errors import CimcError
+from cimc.errors import CapacityError, CimcError
 from cimc.frontend import import_onnx, parse_input_shapes
 from cimc.inputs import check_arrays, load_npz
 from cimc.ir import PASS_ATTRS, Graph
 from cimc.passes import adc_energy, sws as sws_pass
 from cimc.passes.fuse import fold_batch_norm, fold_channel_affine
 from cimc.passes.mapping import CrossbarSlot, Mapping, block_matrix, map_layers
+from cimc.passes.schedule.sets import row_granular, tensor_rows as _rows
 from cimc.passes.quantize import quantize
+from cimc.passes.schedule.clsa import schedule_clsa
 from cimc.passes.schedule.cost import CostModel
+from cimc.passes.schedule.cpsat import schedule_cpsat
+from cimc.passes.schedule.duplication import copy_sizes, greedy_copies, improve_copies, layer_sets, layer_work
 from cimc.passes.schedule.layer import schedule_layer_by_layer
-from cimc.passes.schedule.model import Schedule, build_tasks, dependencies
+from cimc.passes.schedule.model import Schedule
+from cimc.passes.schedule.problem import Problem, build_problem, lower_bounds
 from cimc.passes.schedule.validator import validate
 from cimc.program import FORMAT, FORMAT_VERSION, Program
 from cimc.targets import Target, load_target
 from cimc.targets.codegen import generate
 
-SCHEDULERS = {"layer": schedule_layer_by_layer}
+#: ``layer``: layer by layer, no duplication (the baseline); ``clsa``: CLSA-CIM's cross-layer
+#: scheduling with greedy duplication; ``cpsat``: local search over copies, then CP-SAT.
+SCHEDULERS = ("layer", "clsa", "cpsat")
 
 
 @dataclass
@@ -61,7 +68,8 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
             scheduler: str = "layer", calibration=None,
             input_shapes: "list[str] | dict | None" = None,
             constants: dict[str, np.ndarray] | None = None, allow_reprogramming: bool = False,
-            sws: "bool | str" = False) -> Program:
+            sws: "bool | str" = False, solver_time: float = 10.0, seed: int = 0,
+            rows_per_set: int = 1) -> Program:
     """Compile an ONNX model for a target; see ``cimc compile --help`` for the options.
 
     ``constants`` fixes model inputs to given arrays: weights that a model takes as
@@ -73,9 +81,17 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
     ``"s1"``, ``"s2"``, ``"s3"``: that scheme on every layer (s1 needs
     ``crossbar.input_routing = "per_group"``). The report's ``adc`` section gives the
     ADC conversions, energy and crossbars of the result and of the baselines B1 and B2.
+
+    ``scheduler``: see :data:`SCHEDULERS`. ``solver_time``: wall-clock seconds ``cpsat`` may
+    spend (a third on copy counts, the rest in CP-SAT); ``seed``: CP-SAT's random seed.
+    ``rows_per_set``: output rows per set (1: the finest the scheduler cuts).
     """
     if scheduler not in SCHEDULERS:
         raise CimcError(f"unknown scheduler {scheduler!r}; available: {', '.join(SCHEDULERS)}")
+    if not solver_time > 0:
+        raise CimcError(f"the solver time limit must be a positive number of seconds, not {solver_time:g}")
+    if int(rows_per_set) != rows_per_set or rows_per_set < 1:
+        raise CimcError(f"a set must hold a positive whole number of output rows, not {rows_per_set}")
     scheme = "auto" if sws is True else (sws or None)
     timer = _Timer({})
     target = load_target(target)
@@ -93,14 +109,14 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
     if scheme is not None:
         with timer("sws"):
             plans = sws_pass.plan(graph, target, scheme)
+    blocks = None if plans is None else {name: p.blocks for name, p in plans.items()}
     with timer("mapping"):
-        mapping = map_layers(graph, target, allow_reprogramming,
-                             None if plans is None else {name: p.blocks for name, p in plans.items()})
-    cost = CostModel(target, graph, mapping)
+        mapping = map_layers(graph, target, allow_reprogramming, blocks)
     with timer("schedule"):
-        tasks = build_tasks(graph, mapping, cost)
-        schedule = SCHEDULERS[scheduler](graph, tasks, dependencies(graph, tasks, mapping, cost),
-                                         cost.write_cycles())
+        problem, schedule, solver = _schedule(graph, target, mapping, blocks, scheduler, solver_time, seed,
+                                              int(rows_per_set))
+        mapping, cost = problem.mapping, problem.cost
+        check_buffers(problem, target)
     with timer("validate"):
         validate(schedule, graph, mapping, target)
     with timer("codegen"):
@@ -109,21 +125,99 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
         "format": FORMAT, "format_version": FORMAT_VERSION, "cimc_version": cimc.__version__,
         "model_name": graph.name, "model_sha256": imported.model_hash,
         "options": {"scheduler": scheduler, "allow_reprogramming": allow_reprogramming, "sws": scheme,
+                    "solver_time": solver_time if scheduler == "cpsat" else None,
+                    "seed": seed if scheduler == "cpsat" else None, "rows_per_set": int(rows_per_set),
                     "calibration_samples": None if calib is None else int(len(next(iter(calib.values())))),
                     "input_shapes": {k: list(v) for k, v in parse_input_shapes(input_shapes).items()}},
     }
     report = _report(graph, target, mapping, schedule, cost, folded, manifest)
+    report.update(_schedule_report(problem, schedule, solver, target))
     with timer("adc_accounting"):
         # Each column's ADC setting, computed once: programmed into the .cimp and costed in the report.
+        # (per copy: every copy of a layer holds, and is set, the same)
+        first = Mapping({name: lm.copy(0) for name, lm in mapping.layers.items()}, mapping.crossbars_available)
         settings = {} if target.adc is None else {
-            node.name: adc_energy.column_bits(node.attrs["quant"].w_int, mapping.layers[node.name].crossbars,
+            node.name: adc_energy.column_bits(node.attrs["quant"].w_int, first.layers[node.name].crossbars,
                                               target) for node in graph.crossbar_nodes()}
-        report["adc"] = adc_energy.report(graph, target, mapping, plans, settings)
+        report["adc"] = adc_energy.report(graph, target, first, plans, settings)
     for entry, layer in zip(report["layers"], report["adc"]["layers"]):
         entry["sws"] = layer["scheme"]
     program = _assemble(graph, target, mapping, schedule, tiles, manifest, report, settings)
     program.pass_seconds = timer.seconds
     return program
+
+
+def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: str, solver_time: float,
+              seed: int, rows_per_set: int) -> tuple[Problem, Schedule, dict]:
+    """Duplicate (``clsa``, ``cpsat``), map the copies, and schedule; ``single`` maps each layer once."""
+    began = time.perf_counter()
+    problem = build_problem(graph, single, CostModel(target, graph, single), rows_per_set)
+    solver: dict = {"status": None, "bound": None, "seconds": None}
+    if scheduler == "layer":
+        return problem, schedule_layer_by_layer(problem), solver
+    per_tile = target.chip.pes_per_tile
+
+    def duplicated(copies: dict[str, int]) -> Problem:
+        if all(c == 1 for c in copies.values()):
+            return problem
+        mapping = map_layers(graph, target, False, blocks, copies)
+        return build_problem(graph, mapping, CostModel(target, graph, mapping), rows_per_set)
+
+    copies = greedy_copies(problem, per_tile)
+    if scheduler == "cpsat" and problem.mapping.segments == 1:
+        copies, _ = improve_copies(copies, layer_work(problem), layer_sets(problem), copy_sizes(single), per_tile,
+                                   single.crossbars_available, lambda c: schedule_clsa(duplicated(c)).makespan,
+                                   solver_time / 3)
+    final = duplicated(copies)
+    hint = schedule_clsa(final)
+    if scheduler == "clsa":
+        return final, hint, solver
+    solved = schedule_cpsat(final, hint, solver_time - (time.perf_counter() - began), seed)
+    solver.update(status=solved.status, bound=solved.solver_bound, seconds=round(solved.seconds, 3))
+    return final, solved.schedule, solver
+
+
+def check_buffers(problem: Problem, target: Target) -> None:
+    """Refuse a chip whose tile buffer cannot hold even one row set's input and output rows.
+
+    Only sets cut into rows are checked: they are what streams through a tile's buffer. An
+    operator without row structure is one set over whole tensors, which the buffer model does
+    not cover (it would refuse most models at once)."""
+    capacity = target.buffer.kib_per_tile * 1024
+    per_byte = target.precision.activation_bits / 8
+    graph = problem.graph
+    worst, where = 0.0, None
+    for opts in problem.options:
+        task = opts[0]
+        node = graph.node(task.node)
+        if row_granular(graph, node) is None:
+            continue
+        rows = [(t, b - a) for t, a, b in task.reads] + [(node.outputs[0], task.out_rows[1] - task.out_rows[0])]
+        need = sum(graph.tensors[t].size / max(1, _rows(graph.tensors[t].shape)) * r * per_byte for t, r in rows)
+        if need > worst:
+            worst, where = need, task
+    if worst > capacity:
+        raise CapacityError(f"set {where.index} of {where.node} needs {worst / 1024:.1f} KiB of activation buffer "
+                            f"for its input and output rows and a tile of target {target.name} has "
+                            f"{target.buffer.kib_per_tile:g} KiB; choose a target with a larger [buffer] "
+                            f"kib_per_tile")
+
+
+def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target: Target) -> dict:
+    """What the scheduler decided and how good it is: the bound holds for any schedule of the model
+    on this chip, with any duplication the crossbar budget allows."""
+    bounds = lower_bounds(problem, target.total_crossbars)
+    bound = max(bounds.values())
+    makespan = schedule.makespan
+    return {
+        "lower_bound_cycles": int(bound), "lower_bounds": {k: int(v) for k, v in bounds.items()},
+        "gap": (makespan - bound) / makespan if makespan else 0.0,
+        "copies": {name: lm.copies for name, lm in problem.mapping.layers.items()},
+        "solver_status": solver["status"], "solver_bound_cycles": solver["bound"],
+        "solver_seconds": solver["seconds"],
+        "comparison": {"layer": int(schedule_layer_by_layer(problem).makespan),
+                       "clsa": int(schedule_clsa(problem).makespan)},
+    }
 
 
 def _report(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule, cost: CostModel,
@@ -136,7 +230,7 @@ def _report(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule, 
     for node in graph.crossbar_nodes():
         lm = mapping.layers[node.name]
         layers.append({"name": node.name, "op": node.op, "k": lm.k, "n": lm.n, "group": lm.group,
-                       "crossbars": len(lm.xbars), "tiles": list(lm.tiles), "copies": 1,
+                       "crossbars": len(lm.xbars), "tiles": list(lm.tiles), "copies": lm.copies,
                        "segment": lm.segment,
                        "sets": sum(1 for t in schedule.tasks if t.node == node.name),
                        "mvm_cycles": cost.mvm_cycles(lm)})
@@ -158,14 +252,20 @@ def _report(graph: Graph, target: Target, mapping: Mapping, schedule: Schedule, 
 
 
 def _adc_arrays(bits: np.ndarray, slots) -> dict[str, np.ndarray]:
-    """A layer's column settings (:func:`adc_energy.column_bits`, columns of all blocks in order)
-    as one ``(polarity, slice, column)`` array per block: part of what is programmed."""
-    out, first = {}, 0
+    """A layer's column settings (:func:`adc_energy.column_bits`, columns of one copy's blocks in
+    order) as one ``(polarity, slice, column)`` array per block of every copy: part of what is
+    programmed."""
+    out, first, per_block = {}, 0, []
     for x in slots:
-        width = x.cols[1] - x.cols[0]
-        out[f"xbar_adc/{x.id}"] = np.ascontiguousarray(
-            bits[first:first + width].T.reshape(2, -1, width).astype(np.uint8))
-        first += width
+        if x.copy == 0:
+            width = x.cols[1] - x.cols[0]
+            per_block.append(np.ascontiguousarray(bits[first:first + width].T.reshape(2, -1, width).astype(np.uint8)))
+            first += width
+    copies: dict[int, int] = {}
+    for x in slots:                              # blocks of each copy come in the same order
+        index = copies.get(x.copy, 0)
+        out[f"xbar_adc/{x.id}"] = per_block[index]
+        copies[x.copy] = index + 1
     return out
 
 

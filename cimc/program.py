@@ -44,7 +44,7 @@ from cimc.targets.codegen import PRIORITY
 FORMAT = "cimp"
 #: 3: sorted blocks (SWS) carry their row and output indices (xbar_rows/, xbar_cols/).
 #: 4: every block of an analog chip carries its columns' ADC resolutions (xbar_adc/).
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 MAGIC = b"CIMP"
 _HEADER = struct.Struct("<4sI32s")
 _EPOCH = (1980, 1, 1, 0, 0, 0)

@@ -51,6 +51,7 @@ class CrossbarSlot:
     cols: tuple[int, int]     # span of output positions (natural order: output channels)
     offset: tuple[int, int] = (0, 0)   # first wordline and first output position on the crossbar
     segment: int = 0
+    copy: int = 0             # which copy of a duplicated layer the block belongs to
     # SWS: the group's K row on each wordline, and the channel of each output when regrouped.
     row_index: np.ndarray | None = field(default=None, compare=False, repr=False)
     col_index: np.ndarray | None = field(default=None, compare=False, repr=False)
@@ -62,7 +63,16 @@ class LayerMapping:
     k: int                    # rows of one group's matrix
     n: int                    # all output channels
     group: int
-    crossbars: tuple[CrossbarSlot, ...]
+    crossbars: tuple[CrossbarSlot, ...]       # every block of every copy
+
+    @property
+    def copies(self) -> int:
+        return 1 + max(x.copy for x in self.crossbars)
+
+    def copy(self, index: int) -> "LayerMapping":
+        """One copy of the layer on its own: each copy holds the whole matrix and computes sets alone."""
+        return LayerMapping(self.layer, self.k, self.n, self.group,
+                            tuple(x for x in self.crossbars if x.copy == index))
 
     @property
     def tiles(self) -> tuple[int, ...]:
@@ -79,14 +89,15 @@ class LayerMapping:
 
     @property
     def home_tile(self) -> int:
-        """Where partial sums are reduced and the layer's output lives."""
+        """Where partial sums are reduced and the layer's output is written (of the first copy,
+        for a duplicated layer: take :meth:`copy` for another's)."""
         return self.crossbars[0].tile
 
     @property
     def columns_used(self) -> int:
         """Most outputs held by any one crossbar (they all read in parallel)."""
         per: dict[int, int] = {}
-        for x in self.crossbars:
+        for x in self.crossbars:          # (copies sit on crossbars of their own)
             per[x.xbar] = per.get(x.xbar, 0) + x.cols[1] - x.cols[0]
         return max(per.values())
 
@@ -167,11 +178,24 @@ def blocks(node: Node, target: Target) -> list[Block]:
     return out
 
 
+def layer_plans(graph: Graph, target: Target, plans: dict[str, list[Block]] | None = None) -> dict[str, list[Block]]:
+    """Every layer's blocks: ``plans`` (from SWS) where given, else the natural :func:`blocks`."""
+    return {node.name: (plans or {}).get(node.name) or blocks(node, target) for node in graph.crossbar_nodes()}
+
+
+def plan_size(plan: list[Block]) -> int:
+    """Crossbars one copy of a layer occupies."""
+    return 1 + max(b.local for b in plan)
+
+
 def map_layers(graph: Graph, target: Target, allow_reprogramming: bool = False,
-               plans: dict[str, list[Block]] | None = None) -> Mapping:
-    """Place every layer's blocks: ``plans`` (from SWS) where given, else the natural :func:`blocks`."""
-    plans = {node.name: (plans or {}).get(node.name) or blocks(node, target) for node in graph.crossbar_nodes()}
-    sizes = {name: 1 + max(b.local for b in plan) for name, plan in plans.items()}
+               plans: dict[str, list[Block]] | None = None, copies: dict[str, int] | None = None) -> Mapping:
+    """Place every layer's blocks (``plans`` from SWS where given), ``copies[layer]`` times
+    (default once; duplicated layers are placed copy after copy, each kept within a tile
+    where it fits one). Duplication is for a model that fits the chip with its copies."""
+    plans = layer_plans(graph, target, plans)
+    copies = {name: (copies or {}).get(name, 1) for name in plans}
+    sizes = {name: plan_size(plan) for name, plan in plans.items()}
     order = [node.name for node in graph.crossbar_nodes()]
     needed, total = sum(sizes.values()), target.total_crossbars
     where = f"target {target.name} has {total} ({target.chip.tiles} tiles x {target.chip.pes_per_tile})"
@@ -185,13 +209,17 @@ def map_layers(graph: Graph, target: Target, allow_reprogramming: bool = False,
             f"the model needs {needed} crossbars and {where}; the largest layer, {worst}, needs "
             f"{sizes[worst]}. Choose a larger target, or pass --allow-reprogramming to run it in "
             f"segments that are programmed one after another (extra writes and time are counted)")
+    if any(c > 1 for c in copies.values()) and sum(sizes[n] * copies[n] for n in order) > total:
+        raise CapacityError(f"the layers' copies need {sum(sizes[n] * copies[n] for n in order)} crossbars "
+                            f"and {where}; ask for fewer copies")
     slots: dict[str, list[CrossbarSlot]] = {}
     next_id = 0
     for segment, names in enumerate(_segments(order, sizes, total)):
         # Keep each layer inside one tile where that still fits the chip; else pack densely.
-        placed = _place(plans, names, target.chip.pes_per_tile, segment, next_id, keep_layers_whole=True)
+        placed = _place(plans, copies, names, target.chip.pes_per_tile, segment, next_id, keep_layers_whole=True)
         if max((x.xbar for layer in placed.values() for x in layer), default=0) >= total:
-            placed = _place(plans, names, target.chip.pes_per_tile, segment, next_id, keep_layers_whole=False)
+            placed = _place(plans, copies, names, target.chip.pes_per_tile, segment, next_id,
+                            keep_layers_whole=False)
         slots.update(placed)
         next_id += sum(len(layer) for layer in placed.values())
     layers = {}
@@ -214,22 +242,44 @@ def _segments(order: list[str], sizes: dict[str, int], total: int) -> list[list[
     return out
 
 
-def _place(plans: dict[str, list[Block]], order: list[str], per_tile: int, segment: int, first_id: int,
-           keep_layers_whole: bool) -> dict[str, list[CrossbarSlot]]:
-    placed: dict[str, list[CrossbarSlot]] = {}
-    next_xbar = 0
+def _place(plans: dict[str, list[Block]], copies: dict[str, int], order: list[str], per_tile: int,
+           segment: int, first_id: int, keep_layers_whole: bool) -> dict[str, list[CrossbarSlot]]:
+    placed: dict[str, list[CrossbarSlot]] = {name: [] for name in order}
     next_id = first_id
-    for name in order:
-        plan = plans[name]
-        size = 1 + max(b.local for b in plan)
-        free_here = per_tile - next_xbar % per_tile
-        if keep_layers_whole and free_here < size <= per_tile:
-            next_xbar += free_here
-        placed[name] = []
-        for b in plan:
+    sequence = placement_order(order, copies)
+    firsts = _first_crossbars([plan_size(plans[name]) for name, _ in sequence], per_tile, keep_layers_whole)
+    for (name, copy), next_xbar in zip(sequence, firsts):
+        for b in plans[name]:
             xbar = next_xbar + b.local
             placed[name].append(CrossbarSlot(next_id, name, xbar, xbar // per_tile, xbar % per_tile, b.group,
-                                             b.rows, b.cols, b.offset, segment, b.row_index, b.col_index))
+                                             b.rows, b.cols, b.offset, segment, copy, b.row_index,
+                                             b.col_index))
             next_id += 1
-        next_xbar += size
     return placed
+
+
+def placement_order(order: list[str], copies: dict[str, int]) -> list[tuple[str, int]]:
+    """(layer, copy) in the order they are placed: every first copy in layer order, so that first
+    copies sit where they would without duplication, then the extra copies."""
+    return [(n, 0) for n in order] + [(n, c) for n in order for c in range(1, copies.get(n, 1))]
+
+
+def _first_crossbars(sizes: list[int], per_tile: int, keep_whole: bool) -> list[int]:
+    """Where each of a sequence of layer copies starts; with ``keep_whole`` one that fits a tile
+    never straddles two."""
+    out, next_xbar = [], 0
+    for size in sizes:
+        free_here = per_tile - next_xbar % per_tile
+        if keep_whole and free_here < size <= per_tile:
+            next_xbar += free_here
+        out.append(next_xbar)
+        next_xbar += size
+    return out
+
+
+def crossbars_spanned(sizes: list[int], per_tile: int) -> int:
+    """Crossbars (including those skipped to keep copies within tiles) a sequence of layer copies
+    spans when placed as :func:`map_layers` places a model that fits."""
+    if not sizes:
+        return 0
+    return _first_crossbars(sizes, per_tile, True)[-1] + sizes[-1]

@@ -47,7 +47,7 @@ from threadpoolctl import threadpool_limits
 
 from cimc.errors import CimcError, ProgramError
 from cimc.inputs import available_memory, check_arrays, check_memory
-from cimc.passes.schedule.sets import tensor_rows
+from cimc.passes.schedule.sets import ROW_WISE, WINDOWED, tensor_rows, window_input_rows
 from cimc.program import Program
 from cimc.runtime import crossbar as xb
 from cimc.runtime import multipliers as mp
@@ -120,10 +120,13 @@ class Machine:
         self.tiles = [_Tile(i) for i in range(len(program.tiles))]
         self.messages: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self.outputs: dict[str, np.ndarray] = {}
+        self._stored: dict[str, np.ndarray] = {}      # output -> rows the host has read
         self.layer_xbars = {}
         for x in program.crossbars:
             self.layer_xbars.setdefault(x["layer"], []).append(x)
         self.slots = {x["id"]: x for x in program.crossbars}
+        # Every copy of a layer holds all its blocks: the partial sums a set's rows must collect.
+        self.blocks_per_copy = {name: sum(1 for x in xs if x["copy"] == 0) for name, xs in self.layer_xbars.items()}
         # Which segment's weights each physical crossbar holds. A model that fits is programmed
         # once, before any inference; one run in segments starts empty and writes each in turn.
         segmented = any(x["segment"] for x in program.crossbars)
@@ -212,7 +215,7 @@ class Machine:
             if commit is not None:
                 heapq.heappush(events, (item["done"], _COMMIT, seq, tile_index, commit))
                 seq += 1
-        missing = [o for o in self.p.outputs if o not in self.outputs]
+        missing = [o for o in self.p.outputs if o not in self.outputs or not self._stored[o].all()]
         if missing:
             raise ProgramError(f"the program never stores output {missing[0]!r}; recompile it")
         return stats
@@ -237,8 +240,19 @@ class Machine:
         return commit
 
     def _store(self, tile: _Tile, ins: dict, stats: dict) -> None:
+        """The host reads rows of a graph output from the tile that wrote them (a duplicated or
+        row-split last layer leaves its rows on several tiles)."""
         tensor = ins["tensor"]
-        self.outputs[tensor] = self._read(tile, tensor, (0, tensor_rows(self._shape(tensor)))).copy()
+        a, b = ins["rows"]
+        data = self._read(tile, tensor, (a, b))
+        if tensor not in self.outputs:
+            self.outputs[tensor] = np.zeros_like(data)
+            self._stored[tensor] = np.zeros(tensor_rows(self._shape(tensor)), dtype=bool)
+        if data.ndim == 5:
+            self.outputs[tensor][:, :, :, a:b] = data[:, :, :, a:b]
+        else:
+            self.outputs[tensor][...] = data
+        self._stored[tensor][a:b] = True
 
     def _send(self, tile: _Tile, ins: dict, stats: dict) -> None:
         a, b = ins["rows"]
@@ -276,6 +290,11 @@ class Machine:
 
     def _vec(self, tile: _Tile, ins: dict, stats: dict):
         node = self.p.node(ins["node"])
+        out = node["outputs"][0]
+        height = tensor_rows(self._shape(out))
+        r0, r1 = ins["rows"]
+        if (r0, r1) != (0, height):
+            return self._vec_rows(tile, node, (r0, r1), stats)
         args = [self._read(tile, t, (0, tensor_rows(self._shape(t)))) if t not in self.constants
                 else lift_constant(self.constants[t]) for t in node["inputs"]]
         pool = self.requantized_pools.get(node["name"])
@@ -283,14 +302,44 @@ class Machine:
             result = global_average_requantized(args[0], pool)
         else:
             result = VECTOR_KERNELS[node["op"]](node["attrs"], *args)
-        out = node["outputs"][0]
         stats["vector_elements"] += max(a.size for a in args + [result]) // self.batch
 
         def commit() -> None:
             # Activations are written once, so the result array itself becomes the buffer
             # (a view of another buffer, as Reshape returns, is copied to keep buffers apart).
             data = result if result.base is None else result.copy()
-            tile.buffers[out] = _Buffer(data, np.ones(tensor_rows(self._shape(out)), dtype=np.int64))
+            tile.buffers[out] = _Buffer(data, np.ones(height, dtype=np.int64))
+        return commit
+
+    def _vec_rows(self, tile: _Tile, node: dict, rows: tuple[int, int], stats: dict):
+        """Output rows ``rows`` of a row-wise or pooling operator, from the input rows they need:
+        a pool gets the slice of rows under its windows and the pads that slice still needs."""
+        r0, r1 = rows
+        attrs, args = node["attrs"], []
+        out = node["outputs"][0]
+        if node["op"] not in ROW_WISE | WINDOWED or len(self._shape(out)) != 4:
+            raise ProgramError(f"tile {tile.index} computes rows {r0}..{r1 - 1} of {node['op']} {node['name']}, "
+                               f"which has no row structure; recompile the program")
+        for i, t in enumerate(node["inputs"]):
+            if t in self.constants:
+                args.append(lift_constant(self.constants[t]))
+                continue
+            shape = self._shape(t)
+            if node["op"] in WINDOWED and i == 0:
+                a, b = window_input_rows(attrs, shape[2], rows)
+                args.append(self._read(tile, t, (a, b))[:, :, :, a:b])
+                attrs = _window_slice(attrs, shape[2], rows, (a, b))
+            elif len(shape) == 4 and shape[2] == self._shape(out)[2]:
+                args.append(self._read(tile, t, rows)[:, :, :, r0:r1])
+            else:                            # broadcast over rows: all of it
+                args.append(self._read(tile, t, (0, tensor_rows(shape))))
+        result = VECTOR_KERNELS[node["op"]](attrs, *args)
+        stats["vector_elements"] += max(a.size for a in args + [result]) // self.batch
+
+        def commit() -> None:
+            buf = self._buffer(tile, out)
+            buf.data[:, :, :, r0:r1] = result
+            buf.count[r0:r1] = 1
         return commit
 
     def xbar_cells(self, xbar: dict) -> xb.XbarCells:
@@ -318,8 +367,8 @@ class Machine:
             self._read_costs[key] = (sum(c for c, _ in costs), sum(e for _, e in costs))
         return self._read_costs[key]
 
-    def _tile_weights(self, layer: str, tile: int, group: int) -> tuple[list, int, list, tuple[int, int]]:
-        """The tile's crossbars of one layer and group as row chunks of one matrix, the part of the
+    def _tile_weights(self, layer: str, tile: int, group: int, copy: int = 0) -> tuple[list, int, list, tuple[int, int]]:
+        """The tile's crossbars of one layer copy and group as row chunks of one matrix, the part of the
         (K, N_group) matrix the tile holds, and the group-relative column span it covers.
 
         Sums over a layer's row blocks are exact, so assembling its crossbars cannot
@@ -333,12 +382,13 @@ class Machine:
         shortcut) are taken out of that matrix and returned as :class:`LossyBlock` s, one
         per crossbar, simulated conversion by conversion.
         """
-        key = (layer, tile, group)
+        key = (layer, tile, group, copy)
         if key not in self._weights:
             node = self.p.node(layer)
             q = node["quant"]
             n_group = q["n"] // node["attrs"].get("group", 1)
-            xbars = [x for x in self.layer_xbars[layer] if x["tile"] == tile and x["group"] == group]
+            xbars = [x for x in self.layer_xbars[layer]
+                     if x["tile"] == tile and x["group"] == group and x["copy"] == copy]
             # Only the rows and columns this tile holds: a fully connected layer spread over
             # hundreds of tiles must not cost each of them the whole matrix. (A convolution keeps
             # all rows, which the channels-last reordering needs; its K is small.)
@@ -394,14 +444,15 @@ class Machine:
                                                         self.p.arrays.get(f"layer/{node['name']}/w_zero"),
                                                         node["attrs"].get("group", 1))
 
-    def _saturating_pairs(self, layer: str, tile: int, span: tuple[int, int]) -> SaturatingPairs | None:
+    def _saturating_pairs(self, layer: str, tile: int, span: tuple[int, int],
+                          copy: int = 0) -> SaturatingPairs | None:
         """The weight pairs of an (ungrouped) layer whose int16 saturation this tile adds to its
         columns ``span``, in the unfolded input's K order, which is onnxruntime's.
 
         A pair may straddle crossbars or tiles; the tile holding its first weight corrects
-        it, so every pair is corrected once.
+        it, so every pair is corrected once (within the copy that computes the set).
         """
-        key = (layer, tile, span)
+        key = (layer, tile, span, copy)
         if key not in self._pairs:
             node = self.p.node(layer)
             q = node["quant"]
@@ -409,6 +460,8 @@ class Machine:
             w = np.zeros((q["k"], c_hi - c_lo), dtype=np.int32)
             owned = np.zeros(w.shape, dtype=bool)
             for x in self.layer_xbars[layer]:
+                if x["copy"] != copy:
+                    continue
                 cols = self.p.block_cols(x)
                 inside = (cols >= c_lo) & (cols < c_hi)
                 where = np.ix_(self.p.block_rows(x), cols[inside] - c_lo)
@@ -480,9 +533,14 @@ class Machine:
                                    f"cycle {ins['t']}, when it does not hold that layer's weights; "
                                    f"recompile the program")
         physical = len({self.slots[i]["xbar"] for i in xbar_ids})
+        copies = {self.slots[i]["copy"] for i in xbar_ids}
+        if len(copies) != 1 or any(self.slots[i]["layer"] != node["name"] for i in xbar_ids):
+            raise ProgramError(f"mvm on tile {tile.index} names crossbars of several copies or layers; "
+                               f"recompile the program")
+        copy = copies.pop()
         used = 0
         for g in sorted({x["group"] for x in self.layer_xbars[node["name"]] if x["id"] in xbar_ids}):
-            chunks, count, blocks, (c_lo, c_hi) = self._tile_weights(node["name"], tile.index, g)
+            chunks, count, blocks, (c_lo, c_hi) = self._tile_weights(node["name"], tile.index, g, copy)
             used += count
             if node["op"] == "Conv":                  # each group unfolds its own channels
                 c_group = codes.shape[-1] // group
@@ -496,8 +554,8 @@ class Machine:
                 piece = rows[:, k0:k0 + w.shape[0]].astype(w.dtype, copy=False) @ w
                 part = piece if part is None else part.astype(np.float64) + piece
             if self.multiplier is not None:
-                part = self._multiplied(node["name"], tile.index, g, rows, part, stats)
-            pairs = self._saturating_pairs(node["name"], tile.index, (c_lo, c_hi)) if saturates else None
+                part = self._multiplied(node["name"], tile.index, g, copy, rows, part, stats)
+            pairs = self._saturating_pairs(node["name"], tile.index, (c_lo, c_hi), copy) if saturates else None
             if pairs is not None:
                 part = part + pair_saturation(rows, pairs, q["x_zero"])
             if blocks:
@@ -531,7 +589,7 @@ class Machine:
             buf.count[r0:r1] += len(xbar_ids)
         return commit
 
-    def _multiplied(self, layer: str, tile: int, group: int, rows: np.ndarray, exact: np.ndarray,
+    def _multiplied(self, layer: str, tile: int, group: int, copy: int, rows: np.ndarray, exact: np.ndarray,
                     stats: dict) -> np.ndarray:
         """The tile's crossbar sums with every product taken by the multiplier, and their error.
 
@@ -541,7 +599,7 @@ class Machine:
         ``sign(x) sign(w) T[|x|, |w|]`` exactly (one BLAS product per distinct weight
         magnitude). ``exact`` is the exact product the caller already has, for the error.
         """
-        r_lo, w = self._int_weights[(layer, tile, group)]
+        r_lo, w = self._int_weights[(layer, tile, group, copy)]
         codes = rows[:, r_lo:r_lo + w.shape[0]].astype(np.int16)
         approx = mp.matmul(codes, w, self.multiplier).astype(np.float64)
         diff = approx - exact
@@ -553,7 +611,7 @@ class Machine:
     def _writeback(self, tile: _Tile, ins: dict, stats: dict) -> None:
         node = self.p.node(ins["layer"])
         r0, r1 = ins["rows"]
-        acc = self._read(tile, accumulator(node["name"]), (r0, r1), need=len(self.layer_xbars[node["name"]]))
+        acc = self._read(tile, accumulator(node["name"]), (r0, r1), need=self.blocks_per_copy[node["name"]])
         out_name = node["outputs"][0]
         out_shape = self._shape(out_name)
         buf = self._buffer(tile, out_name)
@@ -590,6 +648,18 @@ class Machine:
         np.rint(y, out=y)
         np.clip(y, out["qmin"] - out["zero"], out["qmax"] - out["zero"], out=y)
         np.multiply(y, np.float32(out["scale"]), out=dst, casting="unsafe")
+
+
+def _window_slice(attrs: dict, height: int, rows: tuple[int, int], span: tuple[int, int]) -> dict:
+    """A 2-D pool's attributes for input rows ``span`` computing output rows ``rows``: the
+    explicit pads the slice still touches stay explicit pads (average pools count them or not
+    as before), and what lies beyond them is ceil_mode overhang, as in the whole operator."""
+    sh, dh, kh = attrs["strides"][0], attrs["dilations"][0], attrs["kernel"][0]
+    pt, pl, pb, pr = attrs["pads"]
+    top = rows[0] * sh - pt
+    bottom = (rows[1] - 1) * sh - pt + (kh - 1) * dh + 1
+    pads = [span[0] - top, pl, min(pb, max(0, bottom - height)), pr]
+    return {**attrs, "pads": pads, "output_hw": [rows[1] - rows[0], attrs["output_hw"][1]]}
 
 
 def _sample_bytes(program: Program, multiplier: bool = False) -> int:

@@ -5,8 +5,8 @@ Instructions are plain dicts (they go to JSON unchanged), each with the cycle
 which its result is committed. The set:
 
 ``load``       host writes graph input ``tensor`` into this tile's buffer
-``mvm``        crossbars ``xbars`` (all on this tile) compute output rows ``rows`` of
-               ``layer``; partial sums accumulate into the tile's ``acc:<layer>``. Each
+``mvm``        crossbars ``xbars`` (all on this tile, all of one copy of a duplicated
+               layer) compute output rows ``rows`` of ``layer``; partial sums accumulate into the tile's ``acc:<layer>``. Each
                block reads its inputs through its row gather: the input rows of its
                wordlines, in order, are the contiguous range of its ``rows`` or, for a
                block laid out by SWS, the indices ``xbar_rows/<id>`` stored with the
@@ -16,9 +16,11 @@ which its result is committed. The set:
 ``send``       rows ``rows`` of ``tensor`` leave for tile ``dst`` (message ``msg``)
 ``recv``       message ``msg`` lands; ``reduce`` adds partial sums instead of writing
 ``writeback``  the digital periphery scales ``acc:<layer>`` rows, adds the bias and
-               writes the layer's output activation rows
-``vec``        the GPEU runs vector operator ``node`` over whole tensors
-``store``      host reads graph output ``tensor``
+               writes the layer's output activation rows (on the home tile of the copy
+               that computed them)
+``vec``        the GPEU computes output rows ``rows`` of vector operator ``node`` (all
+               of them for an operator without row structure)
+``store``      host reads rows ``rows`` of graph output ``tensor``
 ``write``      blocks ``xbars`` of segment ``segment`` are programmed into this tile's
                crossbars (models run in segments only; they replace what was there)
 """
@@ -85,9 +87,9 @@ def generate(graph: Graph, mapping: Mapping, schedule: Schedule, cost: CostModel
                         sent.add((p.id, dst))
         if task.kind == "vec":
             tiles[task.tile].append({"t": start, "op": "vec", "done": start + task.duration,
-                                     "node": node.name})
+                                     "node": node.name, "rows": list(task.out_rows)})
             continue
-        layer = mapping.layers[node.name]
+        layer = mapping.layers[node.name].copy(task.copy)
         compute_end = start + task.compute
         for tile in layer.tiles:
             xbars = [x.id for x in layer.crossbars if x.tile == tile]
@@ -101,8 +103,9 @@ def generate(graph: Graph, mapping: Mapping, schedule: Schedule, cost: CostModel
         tiles[layer.home_tile].append({"t": start + task.duration, "op": "writeback",
                                        "layer": node.name, "rows": list(task.out_rows)})
     for out in graph.outputs:
-        last = max(producers[out], key=lambda t: schedule.end(t.id))
-        tiles[last.tile].append({"t": schedule.end(last.id), "op": "store", "tensor": out})
+        for task in producers[out]:
+            tiles[task.tile].append({"t": schedule.end(task.id), "op": "store", "tensor": out,
+                                     "rows": list(task.out_rows)})
     for stream in tiles:
         stream.sort(key=lambda ins: (ins["t"], PRIORITY[ins["op"]]))
     return tiles

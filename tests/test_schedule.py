@@ -13,9 +13,11 @@ from cimc.frontend import import_onnx
 from cimc.passes.fuse import fold_channel_affine
 from cimc.passes.mapping import map_layers
 from cimc.passes.quantize import quantize
+from cimc.passes.schedule.clsa import schedule_clsa
 from cimc.passes.schedule.cost import CostModel
 from cimc.passes.schedule.layer import schedule_layer_by_layer
-from cimc.passes.schedule.model import Schedule, build_tasks, dependencies
+from cimc.passes.schedule.model import Schedule
+from cimc.passes.schedule.problem import build_problem
 from cimc.passes.schedule.validator import ScheduleInvalid, validate
 
 import models
@@ -47,10 +49,8 @@ def _schedule(model, target, allow_reprogramming: bool = False) -> Scheduled:
         quantize(g, target, {"x": uniform(model, 8, seed=0)})
     mapping = map_layers(g, target, allow_reprogramming)
     cost = CostModel(target, g, mapping)
-    tasks = build_tasks(g, mapping, cost)
-    deps = dependencies(g, tasks, mapping, cost)
-    return Scheduled(g, mapping, target, cost, deps,
-                     schedule_layer_by_layer(g, tasks, deps, cost.write_cycles()))
+    problem = build_problem(g, mapping, cost)
+    return Scheduled(g, mapping, target, cost, problem.edges, schedule_layer_by_layer(problem))
 
 
 CASES = [("conv_net", "small"), ("mlp", "small"), ("residual_net", "small"), ("avgpool_net", "small"),
@@ -162,7 +162,8 @@ def test_validator_catches_set_started_before_its_inputs(scheduled):
 
 def test_validator_catches_set_started_one_cycle_early(scheduled):
     s = scheduled("residual_net")
-    bad = s.copy()
+    bad = schedule_clsa(build_problem(s.graph, s.mapping, s.cost))    # as soon as possible
+    s.validate(bad)
     conv2 = next(t for t in bad.tasks if t.node == "conv2" and t.index == 0)
     earliest = max(bad.end(p) for p, _ in s.deps[conv2.id])
     assert bad.start[conv2.id] == earliest                 # single tile: no transfer time

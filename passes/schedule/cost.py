@@ -46,13 +46,13 @@ class CostModel:
         return len({c for x in layer.crossbars if x.tile == tile for c in range(*x.cols)})
 
     def reduce_cycles(self, layer: LayerMapping, pixels: int) -> int:
-        """Time to bring partial sums of remote tiles to the layer's home tile."""
+        """Time to bring partial sums of remote tiles to the layer's home tile (``layer``: one copy)."""
         home = layer.home_tile
         return max(self.transfer_cycles(pixels * self.partial_outputs(layer, tile) * PARTIAL_SUM_BYTES,
                                         tile, home) for tile in layer.tiles)
 
     def set_cycles(self, layer: LayerMapping, pixels: int) -> tuple[int, int]:
-        """(crossbar busy cycles, total cycles until the set's output rows are written)."""
+        """(crossbar busy cycles, total cycles until the set's output rows are written) on one copy."""
         compute = pixels * self.mvm_cycles(layer)
         return compute, compute + self.reduce_cycles(layer, pixels)
 
@@ -63,7 +63,7 @@ class CostModel:
             return []
         rows = [0] * self.mapping.segments
         for layer in self.mapping.layers.values():
-            for x in layer.crossbars:
+            for x in layer.crossbars:      # (a model run in segments has no copies)
                 rows[x.segment] = max(rows[x.segment], x.offset[0] + x.rows[1] - x.rows[0])
         return [r * self.target.timing.write_cycles_per_row for r in rows]
 
@@ -73,9 +73,14 @@ class CostModel:
         window = int(np.prod(node.attrs["kernel"])) if "kernel" in node.attrs else 1
         return max(sizes) * window
 
-    def vector_cycles(self, node: Node) -> int:
+    def vector_cycles(self, node: Node, rows: tuple[int, int] | None = None) -> int:
+        """GPEU cycles of a vector operator, or of its output rows ``rows``: all of a tile's GPEUs
+        work on one set."""
         g = self.target.gpeu
-        return max(1, math.ceil(self.vector_elements(node) / (g.per_tile * g.elements_per_cycle)))
+        elements = self.vector_elements(node)
+        if rows is not None:
+            elements = elements * (rows[1] - rows[0]) / tensor_rows(self.graph.tensors[node.outputs[0]].shape)
+        return max(1, math.ceil(elements / (g.per_tile * g.elements_per_cycle)))
 
     def tensor_transfer_cycles(self, tensor: str, rows: int, src: int, dst: int) -> int:
         t = self.graph.tensors[tensor]

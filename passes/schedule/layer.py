@@ -1,37 +1,45 @@
 """Layer-by-layer scheduling: the baseline the CLSA-CIM paper compares against.
 
 Each operator starts only when the previous operator (in topological order) has
-finished every set; within a crossbar layer the sets run one after another on
-the layer's crossbars, and the next set starts as soon as the crossbars are free.
-A model run in segments writes each segment's weights when its first layer is
-due, after everything before it has finished.
+finished every set; within a crossbar layer the sets run in order, each on the
+layer copy that frees first, as soon as that copy is free. A model run in
+segments writes each segment's weights when its first layer is due, after
+everything before it has finished.
 """
 
 from __future__ import annotations
 
-from cimc.ir import Graph
 from cimc.passes.schedule.model import Schedule, Task, Write
+from cimc.passes.schedule.problem import Problem
 
 
-def schedule_layer_by_layer(graph: Graph, tasks: list[Task], deps: list[list[tuple[int, int]]],
-                            write_cycles: list[int]) -> Schedule:
-    start = [0] * len(tasks)
-    by_node: dict[str, list[Task]] = {}
-    for task in tasks:
-        by_node.setdefault(task.node, []).append(task)
+def schedule_layer_by_layer(problem: Problem) -> Schedule:
+    n = problem.size
+    start, chosen = [0] * n, [None] * n
     writes: list[Write] = []
     clock = 0
-    for node in graph.nodes():
-        segment = by_node[node.name][0].segment
-        if node.is_crossbar and len(writes) < len(write_cycles) and segment == len(writes):
-            writes.append(Write(segment, clock, write_cycles[segment]))
+    i = 0
+    while i < n:
+        node = problem.options[i][0].node
+        j = i
+        while j < n and problem.options[j][0].node == node:
+            j += 1
+        first = problem.options[i][0]
+        if first.kind == "mvm" and len(writes) < len(problem.write_cycles) and first.segment == len(writes):
+            writes.append(Write(first.segment, clock, problem.write_cycles[first.segment]))
             clock = writes[-1].end
-        free = clock
+        free = [clock] * len(problem.options[i])
         layer_end = clock
-        for task in sorted(by_node[node.name], key=lambda t: t.index):
-            ready = max((start[p] + tasks[p].duration + move for p, move in deps[task.id]), default=0)
-            start[task.id] = max(free, ready)
-            free = start[task.id] + task.compute
-            layer_end = max(layer_end, start[task.id] + task.duration)
+        for k in range(i, j):
+            ready = max((start[p] + chosen[p].duration + lat for p, lat in problem.edges[k]), default=0)
+            best: tuple[int, int, Task] | None = None
+            for c, option in enumerate(problem.options[k]):
+                s = max(free[c], ready)
+                if best is None or s + option.duration < best[0] + best[2].duration:
+                    best = (s, c, option)
+            start[k], c, chosen[k] = best
+            free[c] = start[k] + chosen[k].compute
+            layer_end = max(layer_end, start[k] + chosen[k].duration)
         clock = layer_end
-    return Schedule("layer", tasks, start, writes)
+        i = j
+    return Schedule("layer", chosen, start, writes)

@@ -76,34 +76,44 @@ class Schedule:
                    [Write(**w) for w in data["writes"]])
 
 
-def build_tasks(graph: Graph, mapping: Mapping, cost: CostModel) -> list[Task]:
-    """Every set of every node, with the hardware it runs on and its cost."""
-    tasks: list[Task] = []
-    home: dict[str, int] = {}
+def set_options(graph: Graph, mapping: Mapping, cost: CostModel, rows_per_set: int = 1) -> list[list[Task]]:
+    """Every set of every node (in topological order, the set's position is its task id), as one
+    task per place that could run it: each copy of a crossbar layer; for a vector set, the GPEUs of
+    each tile where its first input's rows are written (the home tiles of the producing layer's
+    copies, through chains of vector operators), so vector work spreads with duplication.
+    """
+    options: list[list[Task]] = []
+    homes: dict[str, tuple[int, ...]] = {}
     for node in graph.nodes():
         if node.is_crossbar:
             layer = mapping.layers[node.name]
-            tile = layer.home_tile
-            resources = tuple(f"xbar:{x}" for x in layer.xbars)
-            for s in node_sets(graph, node):
-                compute, duration = cost.set_cycles(layer, s.pixels)
-                tasks.append(Task(len(tasks), node.name, "mvm", s.index, s.out_rows, s.pixels, tile,
-                                  resources, compute, duration, s.reads, layer.segment))
+            copies = [layer.copy(c) for c in range(layer.copies)]
+            timing: dict[tuple[int, int], tuple[int, int]] = {}
+            for s in node_sets(graph, node, rows_per_set):
+                mine = []
+                for c, lc in enumerate(copies):
+                    if (c, s.pixels) not in timing:
+                        timing[(c, s.pixels)] = cost.set_cycles(lc, s.pixels)
+                    compute, duration = timing[(c, s.pixels)]
+                    mine.append(Task(len(options), node.name, "mvm", s.index, s.out_rows, s.pixels, lc.home_tile,
+                                     tuple(f"xbar:{x}" for x in lc.xbars), compute, duration, s.reads,
+                                     layer.segment, c))
+                options.append(mine)
+            tiles = tuple(dict.fromkeys(lc.home_tile for lc in copies))
         else:
-            producers = [home[t] for t in node.inputs if t in home]
-            tile = producers[0] if producers else 0
-            cycles = cost.vector_cycles(node)
-            for s in node_sets(graph, node):
-                tasks.append(Task(len(tasks), node.name, "vec", s.index, s.out_rows, s.pixels, tile,
-                                  (f"gpeu:{tile}",), cycles, cycles, s.reads))
-        home[node.outputs[0]] = tile
-    return tasks
+            tiles = next((homes[t] for t in node.inputs if t in homes), (0,))
+            for s in node_sets(graph, node, rows_per_set):
+                cycles = cost.vector_cycles(node, s.out_rows)
+                options.append([Task(len(options), node.name, "vec", s.index, s.out_rows, s.pixels, tile,
+                                     (f"gpeu:{tile}",), cycles, cycles, s.reads) for tile in tiles])
+        homes[node.outputs[0]] = tiles
+    return options
 
 
 def task_tiles(task: Task, mapping: Mapping) -> tuple[int, ...]:
-    """Tiles that need a task's inputs: every tile holding one of its crossbars."""
+    """Tiles that need a task's inputs: every tile holding one of its copy's crossbars."""
     if task.kind == "mvm":
-        return mapping.layers[task.node].tiles
+        return mapping.layers[task.node].copy(task.copy).tiles
     return (task.tile,)
 
 
@@ -117,22 +127,3 @@ def producers(graph: Graph, tasks: list[Task]) -> list[list[int]]:
         edges.append([p.id for tensor, a, b in task.reads for p in by_tensor.get(tensor, [])
                       if max(a, p.out_rows[0]) < min(b, p.out_rows[1])])
     return edges
-
-
-def dependencies(graph: Graph, tasks: list[Task], mapping: Mapping,
-                 cost: CostModel) -> list[list[tuple[int, int]]]:
-    """For each task: (producer task, cycles to bring that task's rows here) for every row it reads.
-
-    A producer set's rows travel as one message, whichever rows of it a consumer needs.
-    """
-    deps: list[list[tuple[int, int]]] = []
-    for task, sources in zip(tasks, producers(graph, tasks)):
-        mine = []
-        for pid in sources:
-            p = tasks[pid]
-            tensor = graph.node(p.node).outputs[0]
-            move = max(cost.tensor_transfer_cycles(tensor, p.out_rows[1] - p.out_rows[0], p.tile, dst)
-                       for dst in task_tiles(task, mapping))
-            mine.append((pid, move))
-        deps.append(mine)
-    return deps

@@ -5,7 +5,10 @@ geometry which rows each set needs by enumerating kernel taps, expects every
 output row of every operator to be produced exactly once, checks that no
 crossbar or GPEU serves two sets at once, that a set starts only after all the
 rows it needs exist plus at least the network's hop latency from the tile that
-holds them, and that crossbar sets run on crossbars of their own layer. For a
+holds them, that crossbar sets run on all the crossbars of one copy of their
+own layer, that vector sets run on their tile's GPEU, and that only operators
+with a row structure (:func:`~cimc.passes.schedule.sets.row_granular`) are split
+into row sets. For a
 model run in segments it checks that every segment is programmed once, for at
 least as long as its rows take to write, and that a crossbar set runs only
 while its own segment's weights are in the crossbars.
@@ -16,6 +19,7 @@ from __future__ import annotations
 from cimc.ir import Graph
 from cimc.passes.mapping import Mapping
 from cimc.passes.schedule.model import Schedule
+from cimc.passes.schedule.sets import ROW_WISE, WINDOWED, row_granular
 from cimc.targets import Target
 
 
@@ -30,11 +34,15 @@ def _rows(shape: tuple[int, ...]) -> int:
 def _needed_rows(graph: Graph, node_name: str, tensor: str, out_rows: tuple[int, int]) -> set[int]:
     node = graph.node(node_name)
     in_rows = _rows(graph.tensors[tensor].shape)
-    if node.op == "Conv" and len(graph.tensors[node.outputs[0]].shape) == 4 and tensor == node.inputs[0]:
+    out_shape = graph.tensors[node.outputs[0]].shape
+    if node.op in {"Conv"} | WINDOWED and len(out_shape) == 4 and tensor == node.inputs[0]:
         kh = node.attrs["kernel"][0]
         sh, dh, pt = node.attrs["strides"][0], node.attrs["dilations"][0], node.attrs["pads"][0]
         return {r * sh - pt + i * dh for r in range(*out_rows) for i in range(kh)
                 if 0 <= r * sh - pt + i * dh < in_rows}
+    if node.op in ROW_WISE and len(out_shape) == 4 and in_rows == out_shape[2] > 1 \
+            and len(graph.tensors[tensor].shape) == 4:
+        return set(range(*out_rows))
     return set(range(in_rows))
 
 
@@ -59,11 +67,22 @@ def validate(schedule: Schedule, graph: Graph, mapping: Mapping, target: Target)
                 raise ScheduleInvalid(f"row {r} of {node.outputs[0]} is produced twice (tasks {rows[r]} "
                                       f"and {t.id})")
             rows[r] = t.id
+        height = _rows(graph.tensors[node.outputs[0]].shape)
+        if tuple(t.out_rows) != (0, height) and row_granular(graph, node) is None:
+            raise ScheduleInvalid(f"task {t.id} computes rows {t.out_rows} of {node.op} {node.name}, which has "
+                                  f"no row structure")
         if node.is_crossbar:
-            own = {f"xbar:{x.xbar}" for x in mapping.layers[node.name].crossbars}
-            if t.kind != "mvm" or not t.resources or not set(t.resources) <= own:
-                raise ScheduleInvalid(f"task {t.id} of layer {node.name} does not run on that layer's "
-                                      f"crossbars")
+            layer = mapping.layers[node.name]
+            if not 0 <= t.copy < layer.copies:
+                raise ScheduleInvalid(f"task {t.id} runs on copy {t.copy} of layer {node.name}, which has "
+                                      f"{layer.copies}")
+            own = layer.copy(t.copy)
+            if t.kind != "mvm" or set(t.resources) != {f"xbar:{x}" for x in own.xbars} \
+                    or t.tile != own.home_tile:
+                raise ScheduleInvalid(f"task {t.id} of layer {node.name} does not run on the crossbars of "
+                                      f"that layer's copy {t.copy}")
+        elif t.kind != "vec" or t.resources != (f"gpeu:{t.tile}",):
+            raise ScheduleInvalid(f"task {t.id} ({node.op} {node.name}) does not run on its tile's GPEU")
     for node in graph.nodes():
         want = _rows(graph.tensors[node.outputs[0]].shape)
         have = produced.get(node.outputs[0], {})

@@ -1,0 +1,180 @@
+"""Exact scheduling with OR-Tools CP-SAT, hinted with the ``clsa`` schedule.
+
+The model, for one duplication (copies per layer) and one mapping:
+
+- one start variable per set, its domain cut by the set's earliest start and the
+  shortest time from it to the end (given the hint's makespan as the horizon);
+- the copies of a duplicated layer are one pool: a cumulative constraint lets at
+  most as many of its sets compute at once as it has copies, and each set counts
+  its slowest copy's partial-sum reduction; copies are given to sets after the
+  solve, in order of start (:func:`_assign_copies`). A Boolean per copy and set
+  would say the same with many times the variables, all symmetric;
+- a vector set picks one of the tiles its input is written on (a Boolean per
+  tile, an optional interval on that tile's GPEUs);
+- no overlap on each single-copy layer and on each tile's GPEUs (a vector set
+  uses all of them, so their capacity is one set at a time);
+- precedences from the set dependency graph, with the problem's edge latencies;
+- a layer's sets start in row order (the intra-layer stage of CLSA-CIM, which
+  the hardware's input streaming follows; it also breaks the symmetry between
+  sets that would otherwise swap);
+- for a model run in segments, one interval per segment write: a segment's sets
+  start after its write, and a write starts after the previous segment's sets
+  have stopped computing;
+- minimize the makespan.
+
+Which copies each layer gets is decided outside, by :func:`improve_copies`: a
+local search over copy counts that moves a copy's worth of crossbars from one
+layer to another and keeps the move when the ``clsa`` schedule of the result
+is shorter; CP-SAT then decides assignment and order for the best counts. The
+solver's result is kept only when it is shorter than the hint; otherwise the
+hint is returned. Every result goes through the validator like any other.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ortools.sat.python import cp_model
+
+from cimc.passes.schedule.clsa import resource_key, schedule_clsa
+from cimc.passes.schedule.model import Schedule, Write
+from cimc.passes.schedule.problem import Problem
+
+STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
+          cp_model.MODEL_INVALID: "model_invalid", cp_model.UNKNOWN: "unknown"}
+
+
+@dataclass
+class Solved:
+    schedule: Schedule
+    status: str                     # CP-SAT's status, or "hint" when the hint was kept
+    solver_bound: int               # CP-SAT's own bound for this duplication (0 if none)
+    seconds: float
+
+
+def _windows(problem: Problem, horizon: int) -> tuple[list[int], list[int]]:
+    """Earliest start and latest start of each set in any schedule of at most ``horizon``."""
+    n = problem.size
+    shortest = [min(o.duration for o in opts) for opts in problem.options]
+    head = [0] * n
+    for i in range(n):
+        head[i] = max((head[p] + shortest[p] + lat for p, lat in problem.edges[i]), default=0)
+    tail = [0] * n
+    for i in reversed(range(n)):
+        tail[i] = max(tail[i], shortest[i])
+        for p, lat in problem.edges[i]:
+            tail[p] = max(tail[p], shortest[p] + lat + tail[i])
+    return head, [horizon - t for t in tail]
+
+
+def schedule_cpsat(problem: Problem, hint: Schedule, seconds: float, seed: int = 0,
+                   workers: int = 2) -> Solved:
+    began = time.perf_counter()
+    horizon = hint.makespan
+    lo, hi = _windows(problem, horizon)
+    if any(a > b for a, b in zip(lo, hi)):          # the hint is shorter than a bound: nothing to do
+        return Solved(hint, "hint", 0, time.perf_counter() - began)
+    m = cp_model.CpModel()
+    start = [m.NewIntVar(lo[i], hi[i], f"s{i}") for i in range(problem.size)]
+    end: list = []
+    busy: dict[str, list] = {}                      # exclusive resources: GPEUs, single-copy layers
+    pooled: dict[str, list] = {}                    # duplicated layer -> its sets' intervals
+    picks: list[list] = []
+    for i, opts in enumerate(problem.options):
+        o = opts[0]
+        picks.append([])
+        if o.kind == "mvm":
+            # Copies are alike but for their reduction time: the copies of a layer are one pool of
+            # capacity `copies` (copies are assigned once times are known), each set held to its
+            # slowest copy's duration so that any copy will do.
+            interval = m.NewFixedSizeIntervalVar(start[i], o.compute, f"i{i}")
+            (busy.setdefault(resource_key(o), []) if len(opts) == 1 else pooled.setdefault(o.node, [])).append(interval)
+            end.append(start[i] + max(x.duration for x in opts))
+            continue
+        if len(opts) == 1:
+            busy.setdefault(resource_key(o), []).append(m.NewFixedSizeIntervalVar(start[i], o.compute, f"i{i}"))
+            end.append(start[i] + o.duration)
+            continue
+        for o in opts:                              # a vector set picks one tile's GPEUs
+            p = m.NewBoolVar(f"p{i}_{len(picks[i])}")
+            busy.setdefault(resource_key(o), []).append(
+                m.NewOptionalFixedSizeIntervalVar(start[i], o.compute, p, f"i{i}_{len(picks[i])}"))
+            picks[i].append(p)
+        m.AddExactlyOne(picks[i])
+        end.append(start[i] + o.duration)
+    for node, intervals in pooled.items():
+        m.AddCumulative(intervals, [1] * len(intervals), problem.mapping.layers[node].copies)
+    for intervals in busy.values():
+        if len(intervals) > 1:
+            m.AddNoOverlap(intervals)
+    for i, mine in enumerate(problem.edges):
+        for p, lat in mine:
+            m.Add(start[i] >= end[p] + lat)
+    previous: dict[str, int] = {}
+    for i, opts in enumerate(problem.options):
+        node = opts[0].node
+        if node in previous:
+            m.Add(start[i] >= start[previous[node]])
+        previous[node] = i
+    writes = []
+    for seg, cycles in enumerate(problem.write_cycles):
+        w = m.NewIntVar(0, horizon, f"w{seg}")
+        writes.append(w)
+        for i, opts in enumerate(problem.options):
+            o = opts[0]
+            if o.kind == "mvm" and o.segment == seg:
+                m.Add(start[i] >= w + cycles)
+            elif o.kind == "mvm" and o.segment == seg - 1:
+                m.Add(w >= start[i] + o.compute)
+        if seg:
+            m.Add(w >= writes[seg - 1] + problem.write_cycles[seg - 1])
+    makespan = m.NewIntVar(0, horizon, "makespan")
+    has_successor = {p for mine in problem.edges for p, _ in mine}
+    for i in range(problem.size):
+        if i not in has_successor:
+            m.Add(makespan >= end[i])
+    for w, cycles in zip(writes, problem.write_cycles):
+        m.Add(makespan >= w + cycles)
+    m.Minimize(makespan)
+    for i, t in enumerate(hint.tasks):
+        m.AddHint(start[i], hint.start[i])
+        for p, o in zip(picks[i], problem.options[i]):
+            m.AddHint(p, o == t)
+    # (a duplicated layer's copy choice is not a variable: see _assign_copies)
+    for w, write in zip(writes, hint.writes):
+        m.AddHint(w, write.start)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(0.1, seconds - (time.perf_counter() - began))
+    solver.parameters.random_seed = seed
+    solver.parameters.num_workers = workers
+    code = solver.Solve(m)
+    status = STATUS.get(code, "unknown")
+    bound = int(solver.BestObjectiveBound()) if code in (cp_model.OPTIMAL, cp_model.FEASIBLE) else 0
+    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE) or solver.Value(makespan) >= horizon:
+        return Solved(hint, "hint" if code != cp_model.OPTIMAL else "optimal", bound,
+                      time.perf_counter() - began)
+    starts = [solver.Value(v) for v in start]
+    tasks = [opts[0] if len(opts) == 1 or opts[0].kind == "mvm" else
+             next(o for o, p in zip(opts, picks[i]) if solver.Value(p)) for i, opts in enumerate(problem.options)]
+    tasks = _assign_copies(problem, tasks, starts)
+    made = [Write(seg, solver.Value(w), cycles) for seg, (w, cycles) in enumerate(zip(writes, problem.write_cycles))]
+    return Solved(Schedule("cpsat", tasks, starts, made), status, bound, time.perf_counter() - began)
+
+
+def _assign_copies(problem: Problem, tasks: list, starts: list[int]) -> list:
+    """Give each set of a duplicated layer a copy: in order of start, the first copy free by then.
+    The cumulative constraint keeps at most `copies` sets of a layer computing at once, so
+    (intervals being perfectly colourable) a free copy always exists."""
+    out = list(tasks)
+    by_node: dict[str, list[int]] = {}
+    for i, opts in enumerate(problem.options):
+        if opts[0].kind == "mvm" and len(opts) > 1:
+            by_node.setdefault(opts[0].node, []).append(i)
+    for ids in by_node.values():
+        free = [0] * len(problem.options[ids[0]])
+        for i in sorted(ids, key=lambda k: (starts[k], k)):
+            copy = next(c for c, t in enumerate(free) if t <= starts[i])
+            out[i] = problem.options[i][copy]
+            free[copy] = starts[i] + out[i].compute
+    return out

@@ -1,0 +1,106 @@
+"""How many copies of each layer to program: weight duplication within the crossbar budget.
+
+A layer's copies each hold its whole matrix and compute different sets at once,
+so a layer with w cycles of crossbar work on c copies needs about w / c. The
+greedy rule of CLSA-CIM and of PIMCOMP's balance heuristic gives one more copy
+to the layer with the most work per copy (the pipeline's bottleneck) while its
+copy still fits the chip, and skips a layer whose copy does not fit. A layer
+never gets more copies than it has sets. ``cpsat`` starts its local search over
+copy counts from here.
+
+Only a model that fits the chip once is duplicated: a model run in segments has
+no spare crossbars.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from typing import Callable
+
+from cimc.passes.mapping import Mapping, crossbars_spanned, placement_order
+from cimc.passes.schedule.problem import Problem
+
+
+def layer_work(problem: Problem) -> dict[str, int]:
+    """Crossbar-busy cycles of each layer's sets on one copy."""
+    work: dict[str, int] = {}
+    for opts in problem.options:
+        if opts[0].kind == "mvm":
+            work[opts[0].node] = work.get(opts[0].node, 0) + opts[0].compute
+    return work
+
+
+def layer_sets(problem: Problem) -> dict[str, int]:
+    sets: dict[str, int] = {}
+    for opts in problem.options:
+        sets[opts[0].node] = sets.get(opts[0].node, 0) + 1
+    return sets
+
+
+def copy_sizes(mapping: Mapping) -> dict[str, int]:
+    """Crossbars one copy of each layer occupies, in layer order."""
+    return {name: len(lm.copy(0).xbars) for name, lm in mapping.layers.items()}
+
+
+def fits(sizes: dict[str, int], copies: dict[str, int], per_tile: int, available: int) -> bool:
+    """Whether these copies place on the chip with every first copy where it is without them."""
+    spanned = crossbars_spanned([sizes[n] for n, _ in placement_order(list(sizes), copies)], per_tile)
+    return spanned <= available
+
+
+def greedy_copies(problem: Problem, per_tile: int) -> dict[str, int]:
+    """Copies per layer by the bottleneck rule (``problem``: the model mapped once)."""
+    mapping = problem.mapping
+    copies = {name: 1 for name in mapping.layers}
+    sizes = copy_sizes(mapping)
+    if mapping.segments > 1 or not fits(sizes, copies, per_tile, mapping.crossbars_available):
+        return copies
+    work, sets = layer_work(problem), layer_sets(problem)
+    heap = [(-work[name], name) for name in copies if sets[name] > 1 and work.get(name)]
+    heapq.heapify(heap)
+    while heap:
+        _, name = heapq.heappop(heap)
+        copies[name] += 1
+        if not fits(sizes, copies, per_tile, mapping.crossbars_available):
+            copies[name] -= 1              # this layer's copy does not fit: leave it, try the next
+            continue
+        if copies[name] < sets[name]:
+            heapq.heappush(heap, (-work[name] / copies[name], name))
+    return copies
+
+
+def improve_copies(copies: dict[str, int], work: dict[str, int], sets: dict[str, int],
+                   sizes: dict[str, int], per_tile: int, available: int,
+                   evaluate: "Callable[[dict[str, int]], int]", seconds: float) -> tuple[dict[str, int], int]:
+    """Local search over copy counts from ``copies``: move crossbars from the layers that lose
+    least by giving up a copy to the layers with the most work per copy, keeping a move when
+    ``evaluate`` (the makespan of a schedule under those counts) improves. Returns the best
+    counts and their makespan; stops at a local optimum or after ``seconds``."""
+    began = time.perf_counter()
+    best, best_span = dict(copies), evaluate(copies)
+    improved = True
+    while improved and time.perf_counter() - began < seconds:
+        improved = False
+        receivers = sorted((n for n in best if best[n] < sets[n] and work.get(n)),
+                           key=lambda n: -work[n] / best[n])[:3]
+        donors = sorted((n for n in best if best[n] > 1), key=lambda n: work.get(n, 0) / (best[n] - 1))[:3]
+        for take in receivers:
+            for give in [None] + donors:
+                if give == take:
+                    continue
+                trial = dict(best)
+                trial[take] += 1
+                while give is not None and trial[give] > 1 and not fits(sizes, trial, per_tile, available):
+                    trial[give] -= 1
+                if not fits(sizes, trial, per_tile, available):
+                    continue
+                span = evaluate(trial)
+                if span < best_span:
+                    best, best_span, improved = trial, span, True
+                    break
+                if time.perf_counter() - began >= seconds:
+                    return best, best_span
+            if improved:
+                break
+    return best, best_span

@@ -1,0 +1,188 @@
+"""The scheduling problem every scheduler solves, and the lower bounds any schedule of it obeys.
+
+A problem is the sets of a mapped model (each with one option per layer copy that
+could run it), the set dependency edges with their latency, and the write time
+of each segment of a model run in segments. An edge's latency is the worst case,
+over the copies of producer and consumer, of bringing the producer's rows to the
+consumer's tiles: schedulers choose copies without re-deriving latencies, and
+every schedule they produce stays valid whichever copies they pick.
+
+The bounds (:func:`lower_bounds`) hold for every schedule of the model on the
+chip, whatever copies of each layer the crossbar budget allows and whatever
+assignment and order the sets get:
+
+``critical_path``  the longest chain of sets, each at its compute time
+``layer``          for each layer: the earliest any of its sets can start, plus its
+                   crossbar work spread over the most copies the budget leaves room
+                   for, plus the shortest time from its end to the end of the model
+``gpeu``           the same for each vector operator, its work spread over the most
+                   tiles its input can be written on (one per copy of the layer
+                   behind it), and all vector work over all tiles' GPEUs
+``budget``         the crossbar budget: to finish by T, each layer needs at least
+                   work / (T - its head and tail) copies, and all those copies must fit
+                   the chip's crossbars; the least T for which they fit
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from cimc.ir import Graph
+from cimc.passes.mapping import Mapping
+from cimc.passes.schedule.cost import CostModel
+from cimc.passes.schedule.model import Task, producers, set_options, task_tiles
+
+
+@dataclass
+class Problem:
+    graph: Graph
+    mapping: Mapping
+    cost: CostModel
+    options: list[list[Task]]               # per set: one task per copy that could run it
+    edges: list[list[tuple[int, int]]]      # per set: (producer set, latency)
+    write_cycles: list[int]                 # per segment (empty for a model that fits)
+
+    @property
+    def size(self) -> int:
+        return len(self.options)
+
+    def successors(self) -> list[list[tuple[int, int]]]:
+        out: list[list[tuple[int, int]]] = [[] for _ in self.options]
+        for i, mine in enumerate(self.edges):
+            for p, lat in mine:
+                out[p].append((i, lat))
+        return out
+
+
+def build_problem(graph: Graph, mapping: Mapping, cost: CostModel, rows_per_set: int = 1) -> Problem:
+    options = set_options(graph, mapping, cost, rows_per_set)
+    firsts = [opts[0] for opts in options]
+    # Latencies depend only on where producer and consumer may be: the distinct tiles of each.
+    places: dict[tuple[str, int], tuple[int, ...]] = {}
+    for opts in options:
+        for o in opts:
+            if (o.node, o.copy) not in places:
+                places[(o.node, o.copy)] = task_tiles(o, mapping)
+    sources = [tuple(sorted({o.tile for o in opts})) for opts in options]
+    destinations = [sorted({places[(o.node, o.copy)] if o.kind == "mvm" else (o.tile,) for o in opts})
+                    for opts in options]
+    transfer: dict[tuple, int] = {}
+    edges = []
+    for i, mine in enumerate(producers(graph, firsts)):
+        row = []
+        for p in mine:
+            tensor = graph.node(firsts[p].node).outputs[0]
+            rows = firsts[p].out_rows[1] - firsts[p].out_rows[0]
+            worst = 0
+            for src in sources[p]:
+                for where in destinations[i]:
+                    for dst in where:
+                        key = (tensor, rows, src, dst)
+                        if key not in transfer:
+                            transfer[key] = cost.tensor_transfer_cycles(tensor, rows, src, dst)
+                        worst = max(worst, transfer[key])
+            row.append((p, worst))
+        edges.append(row)
+    return Problem(graph, mapping, cost, options, edges, cost.write_cycles())
+
+
+def _heads_tails(problem: Problem) -> tuple[list[int], list[int]]:
+    """Earliest start of each set and shortest time from its start to the end, over any schedule
+    of any duplication: only compute time counts (partial-sum reduction and transfers depend
+    on where copies are placed, so they are left out to keep the bound valid for every one)."""
+    n = problem.size
+    compute = [opts[0].compute for opts in problem.options]
+    head = [0] * n
+    for i in range(n):                          # ids are topological
+        head[i] = max((head[p] + compute[p] for p, _ in problem.edges[i]), default=0)
+    tail = [0] * n
+    succ = problem.successors()
+    for i in reversed(range(n)):
+        tail[i] = compute[i] + max((tail[j] for j, _ in succ[i]), default=0)
+    return head, tail
+
+
+def max_copies(problem: Problem, budget: int) -> dict[str, int]:
+    """The most copies of each layer the crossbar budget leaves room for, next to one copy of
+    every other layer (at most one per set: more could never be busy)."""
+    sizes = {name: len(lm.copy(0).xbars) for name, lm in problem.mapping.layers.items()}
+    one_each = sum(sizes.values())
+    sets: dict[str, int] = {}
+    for opts in problem.options:
+        sets[opts[0].node] = sets.get(opts[0].node, 0) + 1
+    if problem.mapping.segments > 1:
+        return {name: 1 for name in sizes}
+    return {name: max(1, min(sets[name], (budget - one_each + size) // size)) for name, size in sizes.items()}
+
+
+def lower_bounds(problem: Problem, budget: int) -> dict[str, int]:
+    head, tail = _heads_tails(problem)
+    bounds = {"critical_path": max((h + t for h, t in zip(head, tail)), default=0)}
+    limit = max_copies(problem, budget)
+    tiles = problem.cost.target.chip.tiles
+    graph = problem.graph
+    root: dict[str, str | None] = {}              # tensor -> crossbar layer whose copies place it
+    for node in graph.nodes():
+        root[node.outputs[0]] = node.name if node.is_crossbar else \
+            next((root[t] for t in node.inputs if t in root), None)
+    groups: dict[str, list[int]] = {}
+    for i, opts in enumerate(problem.options):
+        groups.setdefault(opts[0].node, []).append(i)
+    best = {"layer": 0, "gpeu": 0}
+    vector_work = 0
+    windows: dict[str, tuple[int, int, int]] = {}     # layer -> (work, head + tail, largest set)
+    for name, ids in groups.items():
+        work = sum(problem.options[i][0].compute for i in ids)
+        first = min(head[i] for i in ids)
+        # after the last set of the group ends its compute: the rest of its own time and its successors'
+        last = min(tail[i] - problem.options[i][0].compute for i in ids)
+        if problem.options[ids[0]][0].kind == "mvm":
+            best["layer"] = max(best["layer"], first + math.ceil(work / limit[name]) + last)
+            windows[name] = (work, first + last, max(problem.options[i][0].compute for i in ids))
+        else:
+            # a vector set runs on a tile where its input is written: one per copy of the layer behind it
+            owner = root[graph.node(name).outputs[0]]
+            places = 1 if owner is None else min(limit[owner], tiles)
+            best["gpeu"] = max(best["gpeu"], first + math.ceil(work / places) + last)
+            vector_work += work
+    best["gpeu"] = max(best["gpeu"], math.ceil(vector_work / tiles))
+    bounds.update(best)
+    bounds["budget"] = _budget_bound(problem, budget, windows, max(bounds.values()))
+    bounds["writes"] = sum(problem.write_cycles)
+    return bounds
+
+
+def _budget_bound(problem: Problem, budget: int, windows: dict[str, tuple[int, int, int]], low: int) -> int:
+    """Least makespan T (at least ``low``) for which the copies every layer needs to do its work
+    between its head and tail fit the budget (binary search: the copies needed shrink as T grows)."""
+    sizes = {name: len(lm.copy(0).xbars) for name, lm in problem.mapping.layers.items()}
+    sets: dict[str, int] = {}
+    for opts in problem.options:
+        sets[opts[0].node] = sets.get(opts[0].node, 0) + 1
+
+    def fits(t: int) -> bool:
+        used = 0
+        for name, (work, around, largest) in windows.items():
+            room = t - around
+            if room < largest:
+                return False
+            need = math.ceil(work / room)
+            if need > sets[name]:
+                return False
+            used += need * sizes[name]
+        return used <= budget
+
+    if not windows or budget <= 0 or problem.mapping.segments > 1:
+        return 0
+    hi = max(low, 1)
+    while not fits(hi):
+        hi *= 2
+    lo = low
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

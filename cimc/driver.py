@@ -31,7 +31,8 @@ from cimc.passes.quantize import quantize
 from cimc.passes.schedule.clsa import schedule_clsa
 from cimc.passes.schedule.cost import CostModel
 from cimc.passes.schedule.cpsat import schedule_cpsat
-from cimc.passes.schedule.duplication import copy_sizes, greedy_copies, improve_copies, layer_sets, layer_work
+from cimc.passes.schedule.duplication import (copy_sizes, greedy_copies, improve_copies, layer_sets, layer_work,
+                                              surrogate)
 from cimc.passes.schedule.layer import schedule_layer_by_layer
 from cimc.passes.schedule.model import Schedule
 from cimc.passes.schedule.problem import Problem, build_problem, lower_bounds
@@ -164,12 +165,18 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
         return build_problem(graph, mapping, CostModel(target, graph, mapping), rows_per_set)
 
     copies = greedy_copies(problem, per_tile)
-    if scheduler == "cpsat" and problem.mapping.segments == 1:
-        copies, _ = improve_copies(copies, layer_work(problem), layer_sets(problem), copy_sizes(single), per_tile,
-                                   single.crossbars_available, lambda c: schedule_clsa(duplicated(c)).makespan,
-                                   solver_time / 3)
     final = duplicated(copies)
     hint = schedule_clsa(final)
+    if scheduler == "cpsat" and problem.mapping.segments == 1:
+        # copy counts compared on the surrogate; the winner is kept only if it really is better
+        searched, _ = improve_copies(copies, layer_work(problem), layer_sets(problem), copy_sizes(single), per_tile,
+                                     single.crossbars_available,
+                                     lambda c: schedule_clsa(surrogate(problem, c, per_tile)).makespan, solver_time / 3)
+        if searched != copies:
+            trial = duplicated(searched)
+            schedule = schedule_clsa(trial)
+            if schedule.makespan < hint.makespan:
+                final, hint = trial, schedule
     if scheduler == "clsa":
         return final, hint, solver
     solved = schedule_cpsat(final, hint, solver_time - (time.perf_counter() - began), seed)

@@ -56,8 +56,11 @@ def render_text(program: Program, width: int = 64) -> str:
     """A table per operator (copies, sets, start, end, busy fraction) and an ASCII timeline."""
     sched = program.schedule
     makespan = max(sched.makespan, 1)
+    r = program.report
     lines = [f"schedule {sched.scheduler}: makespan {sched.makespan} cycles, {len(sched.tasks)} sets, "
-             f"PE utilization {100 * program.report['pe_utilization']:.1f} %", "",
+             f"PE utilization {100 * r['pe_utilization']:.1f} %, lower bound {r['lower_bound_cycles']} cycles "
+             f"(gap {100 * r['gap']:.1f} %); same mapping: layer {r['comparison']['layer']}, clsa "
+             f"{r['comparison']['clsa']} cycles", "",
              f"{'operator':<30} {'kind':<5} {'copies':>6} {'sets':>5} {'tile':>4} {'start':>10} {'end':>10} "
              f"{'busy':>6}  timeline"]
 

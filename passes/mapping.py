@@ -247,7 +247,7 @@ def _place(plans: dict[str, list[Block]], copies: dict[str, int], order: list[st
     placed: dict[str, list[CrossbarSlot]] = {name: [] for name in order}
     next_id = first_id
     sequence = placement_order(order, copies)
-    firsts = _first_crossbars([plan_size(plans[name]) for name, _ in sequence], per_tile, keep_layers_whole)
+    firsts = first_crossbars([plan_size(plans[name]) for name, _ in sequence], per_tile, keep_layers_whole)
     for (name, copy), next_xbar in zip(sequence, firsts):
         for b in plans[name]:
             xbar = next_xbar + b.local
@@ -264,7 +264,7 @@ def placement_order(order: list[str], copies: dict[str, int]) -> list[tuple[str,
     return [(n, 0) for n in order] + [(n, c) for n in order for c in range(1, copies.get(n, 1))]
 
 
-def _first_crossbars(sizes: list[int], per_tile: int, keep_whole: bool) -> list[int]:
+def first_crossbars(sizes: list[int], per_tile: int, keep_whole: bool) -> list[int]:
     """Where each of a sequence of layer copies starts; with ``keep_whole`` one that fits a tile
     never straddles two."""
     out, next_xbar = [], 0
@@ -282,4 +282,4 @@ def crossbars_spanned(sizes: list[int], per_tile: int) -> int:
     spans when placed as :func:`map_layers` places a model that fits."""
     if not sizes:
         return 0
-    return _first_crossbars(sizes, per_tile, True)[-1] + sizes[-1]
+    return first_crossbars(sizes, per_tile, True)[-1] + sizes[-1]

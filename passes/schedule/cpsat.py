@@ -41,6 +41,8 @@ from cimc.passes.schedule.clsa import resource_key, schedule_clsa
 from cimc.passes.schedule.model import Schedule, Write
 from cimc.passes.schedule.problem import Problem
 
+#: Share of CP-SAT's time for the full portfolio before large-neighbourhood search alone.
+PORTFOLIO_SHARE = 0.3
 STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
           cp_model.MODEL_INVALID: "model_invalid", cp_model.UNKNOWN: "unknown"}
 
@@ -144,13 +146,33 @@ def schedule_cpsat(problem: Problem, hint: Schedule, seconds: float, seed: int =
     # (a duplicated layer's copy choice is not a variable: see _assign_copies)
     for w, write in zip(writes, hint.writes):
         m.AddHint(w, write.start)
+    # Two phases: the full portfolio (which proves small models optimal at once), then, if time is
+    # left, large-neighbourhood search only, from the best solution so far (the bound that matters
+    # to the report is the analytic one; the LP worker rarely moves it on these models).
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.1, seconds - (time.perf_counter() - began))
     solver.parameters.random_seed = seed
     solver.parameters.num_workers = workers
+    left = seconds - (time.perf_counter() - began)
+    solver.parameters.max_time_in_seconds = max(0.1, PORTFOLIO_SHARE * left)
     code = solver.Solve(m)
-    status = STATUS.get(code, "unknown")
     bound = int(solver.BestObjectiveBound()) if code in (cp_model.OPTIMAL, cp_model.FEASIBLE) else 0
+    left = seconds - (time.perf_counter() - began)
+    if code == cp_model.FEASIBLE and left > 0.5:
+        m.ClearHints()
+        for i in range(problem.size):
+            m.AddHint(start[i], solver.Value(start[i]))
+            for p in picks[i]:
+                m.AddHint(p, solver.Value(p))
+        for w in writes:
+            m.AddHint(w, solver.Value(w))
+        solver = cp_model.CpSolver()
+        solver.parameters.random_seed = seed
+        solver.parameters.num_workers = workers
+        solver.parameters.use_lns_only = True
+        solver.parameters.max_time_in_seconds = left
+        again = solver.Solve(m)
+        code = again if again in (cp_model.OPTIMAL, cp_model.FEASIBLE) else code
+    status = STATUS.get(code, "unknown")
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE) or solver.Value(makespan) >= horizon:
         return Solved(hint, "hint" if code != cp_model.OPTIMAL else "optimal", bound,
                       time.perf_counter() - began)

@@ -18,7 +18,9 @@ import heapq
 import time
 from typing import Callable
 
-from cimc.passes.mapping import Mapping, crossbars_spanned, placement_order
+from dataclasses import replace
+
+from cimc.passes.mapping import Mapping, crossbars_spanned, first_crossbars, placement_order
 from cimc.passes.schedule.problem import Problem
 
 
@@ -68,6 +70,33 @@ def greedy_copies(problem: Problem, per_tile: int) -> dict[str, int]:
         if copies[name] < sets[name]:
             heapq.heappush(heap, (-work[name] / copies[name], name))
     return copies
+
+
+def surrogate(problem: Problem, copies: dict[str, int], per_tile: int) -> Problem:
+    """The problem of a model mapped once (``problem``) as if each layer had ``copies[layer]``
+    copies: each copy timed like the first, on the home tile it would be placed on, and vector
+    sets on the tiles their inputs would be written on. What the local search schedules to compare
+    copy counts without mapping every candidate (placement changes only the small transfer and
+    reduction times, which stay those of the first copy)."""
+    sizes = copy_sizes(problem.mapping)
+    sequence = placement_order(list(sizes), copies)
+    home = {key: first // per_tile
+            for key, first in zip(sequence, first_crossbars([sizes[n] for n, _ in sequence], per_tile, True))}
+    graph = problem.graph
+    places: dict[str, tuple[int, ...]] = {}
+    for node in graph.nodes():
+        places[node.outputs[0]] = (tuple(dict.fromkeys(home[(node.name, c)] for c in range(copies.get(node.name, 1))))
+                                   if node.is_crossbar else
+                                   next((places[t] for t in node.inputs if t in places), (0,)))
+    options = []
+    for opts in problem.options:
+        o = opts[0]
+        tiles = places[graph.node(o.node).outputs[0]]
+        if o.kind == "vec":
+            options.append([replace(o, tile=t, resources=(f"gpeu:{t}",)) for t in tiles])
+        else:
+            options.append([replace(o, copy=c, tile=home[(o.node, c)]) for c in range(copies.get(o.node, 1))])
+    return replace(problem, options=options)
 
 
 def improve_copies(copies: dict[str, int], work: dict[str, int], sets: dict[str, int],

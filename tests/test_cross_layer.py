@@ -1,0 +1,290 @@
+"""Cross-layer scheduling: row sets through vector operators, weight duplication, the clsa and
+cpsat schedulers, the lower bounds, and programs that execute those schedules."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings, strategies as st
+from onnx import helper
+
+import cimc
+from cimc.cli import main
+from cimc.frontend import import_onnx
+from cimc.passes.mapping import map_layers
+from cimc.passes.quantize import quantize
+from cimc.passes.schedule.clsa import schedule_clsa
+from cimc.passes.schedule.cost import CostModel
+from cimc.passes.schedule.duplication import greedy_copies
+from cimc.passes.schedule.layer import schedule_layer_by_layer
+from cimc.passes.schedule.problem import build_problem, lower_bounds
+from cimc.passes.schedule.sets import node_sets, row_granular
+from cimc.passes.schedule.validator import ScheduleInvalid, validate
+from cimc.runtime.interpreter import _window_slice
+from cimc.runtime.kernels import VECTOR_KERNELS
+
+import models
+from conftest import compile_model, preset_dict, uniform
+from test_cli import _fails, _toml
+
+
+def _graph(model, target):
+    g = import_onnx(model).graph
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize(g, target, {"x": uniform(model, 8, seed=0)})
+    return g
+
+
+# -- sets ---------------------------------------------------------------------------------------
+
+def test_vector_operators_with_rows_are_cut_into_row_sets(small):
+    g = _graph(models.vector_ops_net(), small)
+    kinds = {n.name: row_granular(g, n) for n in g.nodes()}
+    assert kinds["conv"] == "conv" and kinds["avg"] == "window"
+    assert kinds["mul"] == kinds["sub"] == kinds["div"] == kinds["relu"] == "rows"
+    assert kinds["transpose"] is None and kinds["softmax"] is None      # no row structure / not rank 4
+    relu = g.node("relu")
+    sets = node_sets(g, relu)
+    assert len(sets) == g.tensors[relu.outputs[0]].shape[2]
+    assert all(s.reads == (("div", s.out_rows[0], s.out_rows[1]),) for s in sets)
+    pool = g.node("avg")
+    # the 2x2 window with stride 1 reads two input rows per output row, one past the end as pad
+    reads = [s.reads[0][1:] for s in node_sets(g, pool)]
+    height = g.tensors["r"].shape[2]
+    assert reads[0] == (0, 2) and reads[-1] == (height - 1, height)
+
+
+def _single(op, shape, const=None, **attrs):
+    inputs = ["x"] + (["c"] if const is not None else [])
+    node = helper.make_node(op, inputs, ["y"], name="op", **attrs)
+    conv = helper.make_node("Conv", ["y", "W"], ["z"], name="conv", kernel_shape=[1, 1])
+    inits = {"W": np.ones((2, shape[1], 1, 1), np.float32)}
+    if const is not None:
+        inits["c"] = const
+    return models.make_model([node, conv], [models.vinfo("x", shape)], ["z"], inits)
+
+
+def test_a_constant_that_varies_over_rows_keeps_the_operator_whole(small):
+    by_row = _single("Mul", [1, 2, 4, 4], np.arange(4, dtype=np.float32).reshape(4, 1))
+    by_col = _single("Mul", [1, 2, 4, 4], np.arange(4, dtype=np.float32))
+    assert row_granular(_graph(by_row, small), _graph(by_row, small).node("op")) is None
+    assert row_granular(_graph(by_col, small), _graph(by_col, small).node("op")) == "rows"
+
+
+@settings(max_examples=60, deadline=None)
+@given(kh=st.integers(1, 4), sh=st.integers(1, 3), dh=st.integers(1, 2), pt=st.integers(0, 2),
+       pb=st.integers(0, 2), height=st.integers(4, 11), ceil=st.booleans(), include=st.booleans(),
+       op=st.sampled_from(["MaxPool", "AveragePool"]), first=st.integers(0, 20), count=st.integers(1, 3))
+def test_a_pool_computed_by_row_ranges_equals_the_whole_pool(kh, sh, dh, pt, pb, height, ceil, include, op,
+                                                             first, count):
+    """The runtime's slice of rows with adjusted pads gives exactly the whole operator's rows."""
+    pt, pb = min(pt, kh - 1), min(pb, kh - 1)
+    span = (kh - 1) * dh + 1
+    if height + pt + pb < span or (op == "MaxPool" and dh > 1 and include):
+        return
+    rounding = np.ceil if ceil else np.floor
+    ho = int(rounding((height + pt + pb - span) / sh)) + 1
+    if ceil and (ho - 1) * sh >= height + pt:      # ONNX drops a window that starts in the bottom pad
+        ho -= 1
+    attrs = {"kernel": [kh, 2], "strides": [sh, 1], "dilations": [dh, 1], "pads": [pt, 0, pb, 1],
+             "output_hw": [ho, 5], "count_include_pad": int(include), "rank": 2}
+    x = np.random.default_rng(first).standard_normal((2, 1, 3, height, 5)).astype(np.float32)
+    whole = VECTOR_KERNELS[op](attrs, x)
+    r0 = first % ho
+    r1 = min(ho, r0 + count)
+    a = max(r0 * sh - pt, 0)
+    b = min((r1 - 1) * sh - pt + (kh - 1) * dh + 1, height)
+    part = VECTOR_KERNELS[op](_window_slice(attrs, height, (r0, r1), (a, b)), x[:, :, :, a:b])
+    np.testing.assert_array_equal(part, whole[:, :, :, r0:r1])
+
+
+# -- duplication --------------------------------------------------------------------------------
+
+def test_copies_hold_every_block_on_crossbars_of_their_own(small):
+    g = _graph(models.conv_chain_net(), small)
+    once = map_layers(g, small)
+    name = next(iter(once.layers))
+    twice = map_layers(g, small, copies={name: 3})
+    layer = twice.layers[name]
+    assert layer.copies == 3
+    blocks = [sorted((x.group, x.rows, x.cols) for x in layer.copy(c).crossbars) for c in range(3)]
+    assert blocks[0] == blocks[1] == blocks[2]
+    xbars = [set(layer.copy(c).xbars) for c in range(3)]
+    assert not (xbars[0] & xbars[1]) and not (xbars[1] & xbars[2]) and not (xbars[0] & xbars[2])
+    # first copies stay where they were without duplication
+    for other, lm in once.layers.items():
+        assert [x.xbar for x in twice.layers[other].copy(0).crossbars] == [x.xbar for x in lm.crossbars]
+
+
+def test_greedy_duplication_fills_the_budget_from_the_bottleneck(small):
+    g = _graph(models.conv_chain_net(), small)
+    mapping = map_layers(g, small)
+    problem = build_problem(g, mapping, CostModel(small, g, mapping))
+    copies = greedy_copies(problem, small.chip.pes_per_tile)
+    work = {}
+    for opts in problem.options:
+        if opts[0].kind == "mvm":
+            work[opts[0].node] = work.get(opts[0].node, 0) + opts[0].compute
+    heaviest = max(work, key=work.get)
+    assert copies[heaviest] > 1
+    used = sum(len(mapping.layers[n].xbars) * c for n, c in copies.items())
+    assert sum(copies.values()) > len(copies) and used <= small.total_crossbars
+
+
+# -- schedulers end to end ----------------------------------------------------------------------
+
+CASES = [("conv_chain_net", "small"), ("residual_net", "small"), ("vector_ops_net", "small"),
+         ("grouped_conv_net", "narrow"), ("residual_net", "narrow"), ("avgpool_net", "small")]
+
+
+@pytest.fixture(scope="module")
+def compiled_all(small, narrow):
+    targets = {"small": small, "narrow": narrow}
+    cache = {}
+
+    def get(builder, target, scheduler):
+        key = (builder, target, scheduler)
+        if key not in cache:
+            model = getattr(models, builder)()
+            cache[key] = (model, compile_model(model, targets[target], scheduler=scheduler, solver_time=5.0))
+        return cache[key]
+    return get
+
+
+@pytest.mark.parametrize("builder,target", CASES)
+def test_cross_layer_programs_compute_what_layer_by_layer_computes_in_the_scheduled_cycles(compiled_all, builder,
+                                                                                          target):
+    model, base = compiled_all(builder, target, "layer")
+    feeds = {n: np.random.default_rng(3).random((4,) + tuple(s)).astype(np.float32) for n, s in base.inputs.items()}
+    expected = cimc.run(base, feeds).outputs
+    spans = {}
+    for scheduler in ("clsa", "cpsat"):
+        _, program = compiled_all(builder, target, scheduler)
+        result = cimc.run(program, feeds)
+        for name in expected:
+            np.testing.assert_array_equal(result.outputs[name], expected[name])
+        assert result.stats["latency_cycles"] == program.report["makespan_cycles"]
+        spans[scheduler] = program.report["makespan_cycles"]
+    assert spans["cpsat"] <= spans["clsa"] < base.report["makespan_cycles"]
+
+
+@pytest.mark.parametrize("builder,target", CASES)
+def test_report_gives_bound_gap_copies_and_comparison(compiled_all, builder, target):
+    _, program = compiled_all(builder, target, "cpsat")
+    r = program.report
+    assert 0 < r["lower_bound_cycles"] <= r["makespan_cycles"]
+    assert r["gap"] == pytest.approx((r["makespan_cycles"] - r["lower_bound_cycles"]) / r["makespan_cycles"])
+    assert r["lower_bound_cycles"] == max(r["lower_bounds"].values())
+    assert set(r["copies"]) == {layer["name"] for layer in r["layers"]}
+    assert r["solver_status"] in ("optimal", "feasible", "hint")
+    assert r["makespan_cycles"] <= r["comparison"]["clsa"] <= r["comparison"]["layer"]
+    assert 0 < r["pe_utilization"] <= 1
+
+
+def test_the_bound_holds_below_every_scheduler_on_every_duplication(small):
+    g = _graph(models.residual_net(), small)
+    single = map_layers(g, small)
+    problem = build_problem(g, single, CostModel(small, g, single))
+    bound = max(lower_bounds(problem, small.total_crossbars).values())
+    copies = greedy_copies(problem, small.chip.pes_per_tile)
+    for scale in (0.0, 0.5, 1.0):
+        trial = {n: max(1, round(1 + (c - 1) * scale)) for n, c in copies.items()}
+        mapping = map_layers(g, small, copies=trial)
+        p = build_problem(g, mapping, CostModel(small, g, mapping))
+        assert max(lower_bounds(p, small.total_crossbars).values()) == bound      # it is the chip's bound
+        for schedule in (schedule_layer_by_layer(p), schedule_clsa(p)):
+            validate(schedule, g, mapping, small)
+            assert schedule.makespan >= bound
+
+
+# -- the validator on duplicated schedules ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def duplicated(small):
+    g = _graph(models.conv_chain_net(), small)
+    single = map_layers(g, small)
+    problem = build_problem(g, single, CostModel(small, g, single))
+    mapping = map_layers(g, small, copies=greedy_copies(problem, small.chip.pes_per_tile))
+    p = build_problem(g, mapping, CostModel(small, g, mapping))
+    return g, mapping, p, schedule_clsa(p)
+
+
+def test_validator_catches_a_set_on_the_crossbars_of_another_copy(duplicated, small):
+    g, mapping, p, schedule = duplicated
+    validate(schedule, g, mapping, small)
+    i = next(k for k, t in enumerate(schedule.tasks) if t.kind == "mvm" and len(p.options[k]) > 1)
+    other = p.options[i][1 - schedule.tasks[i].copy]
+    tasks = list(schedule.tasks)
+    tasks[i] = dataclasses.replace(schedule.tasks[i], resources=other.resources)
+    with pytest.raises(ScheduleInvalid, match="copy"):
+        validate(dataclasses.replace(schedule, tasks=tasks), g, mapping, small)
+
+
+def test_validator_catches_two_sets_on_one_copy(duplicated, small):
+    g, mapping, p, schedule = duplicated
+    ids = [k for k, t in enumerate(schedule.tasks) if t.kind == "mvm" and len(p.options[k]) > 1]
+    a, b = ids[0], ids[1]
+    tasks, start = list(schedule.tasks), list(schedule.start)
+    tasks[b] = p.options[b][tasks[a].copy]
+    start[b] = start[a]
+    with pytest.raises(ScheduleInvalid):
+        validate(dataclasses.replace(schedule, tasks=tasks, start=start), g, mapping, small)
+
+
+def test_validator_refuses_rows_of_an_operator_without_row_structure(small):
+    g = _graph(models.vector_ops_net(), small)
+    mapping = map_layers(g, small)
+    p = build_problem(g, mapping, CostModel(small, g, mapping))
+    schedule = schedule_clsa(p)
+    i = next(k for k, t in enumerate(schedule.tasks) if t.node == "transpose")
+    tasks = list(schedule.tasks)
+    tasks[i] = dataclasses.replace(tasks[i], out_rows=(0, 1))
+    with pytest.raises(ScheduleInvalid):
+        validate(dataclasses.replace(schedule, tasks=tasks), g, mapping, small)
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan"])
+def test_solver_time_must_be_positive(tmp_path, capsys, seconds):
+    onnx.save(models.conv_net(), tmp_path / "m.onnx")
+    line = _fails(capsys, ["compile", tmp_path / "m.onnx", "-t", "small", "-o", tmp_path / "m.cimp",
+                           "--scheduler", "cpsat", "--solver-time", seconds], tmp_path)
+    assert "solver time" in line
+
+
+def test_a_buffer_too_small_for_one_set_is_refused(tmp_path, capsys):
+    data = preset_dict("small")
+    data["buffer"] = {"kib_per_tile": 0.01}
+    (tmp_path / "tiny.toml").write_text(_toml(data))
+    onnx.save(models.conv_net(), tmp_path / "m.onnx")
+    line = _fails(capsys, ["compile", tmp_path / "m.onnx", "-t", tmp_path / "tiny.toml", "-o",
+                           tmp_path / "m.cimp", "--scheduler", "clsa"], tmp_path)
+    assert "buffer" in line and "kib_per_tile" in line
+
+
+def test_cli_cpsat_report_and_schedule_views(tmp_path, capsys):
+    model = models.residual_net()
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "c.npz", x=uniform(model, 16, seed=1))
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "small", "-o", str(tmp_path / "m.cimp"),
+                 "--calibration", str(tmp_path / "c.npz"), "--scheduler", "cpsat", "--solver-time", "3",
+                 "--report-json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "lower bound" in out and "CP-SAT" in out
+    r = json.loads((tmp_path / "r.json").read_text())
+    for key in ("makespan_cycles", "lower_bound_cycles", "gap", "pe_utilization", "copies", "solver_status",
+                "comparison"):
+        assert key in r
+    assert main(["inspect", str(tmp_path / "m.cimp"), "--schedule", "--format", "json"]) == 0
+    sets = json.loads(capsys.readouterr().out)["sets"]
+    used = {(s["operator"], s["copy"]) for s in sets if s["kind"] == "mvm"}
+    assert len(used) <= sum(r["copies"].values()) and max(s["copy"] for s in sets) > 0
+    assert main(["inspect", str(tmp_path / "m.cimp"), "--schedule"]) == 0
+    assert "gap" in capsys.readouterr().out.splitlines()[0]

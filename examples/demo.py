@@ -4,7 +4,8 @@ Everything goes through the ``cimc`` command line, exactly as a user would type 
 folder ``out/demo/`` of the repository::
 
     cimc targets
-    cimc compile model.onnx --target isaac -o demo.cimp --calibration calib.npz --report-json report.json
+    cimc compile model.onnx --target isaac -o demo.cimp --calibration calib.npz --report-json report.json \
+        --scheduler cpsat --solver-time 5
     cimc inspect demo.cimp --program          (first lines shown)
     cimc inspect demo.cimp --schedule
     cimc run demo.cimp --input batch.npz --check model.onnx --stats-json stats.json --output outputs.npz
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         cimc("targets")
         banner("compile")
         cimc("compile", "model.onnx", "--target", "isaac", "-o", "demo.cimp",
-             "--calibration", "calib.npz", "--report-json", "report.json")
+             "--calibration", "calib.npz", "--report-json", "report.json", "--scheduler", "cpsat",
+             "--solver-time", "5")
         banner("instruction listing")
         cimc("inspect", "demo.cimp", "--program", head=LISTING_LINES)
         banner("schedule")
@@ -118,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
           f"on {report['tiles_used']} tile(s)")
     print(f"makespan             {report['makespan_cycles']} cycles ({report['makespan_us']:.2f} us), "
           f"{report['scheduler']} scheduler")
+    print(f"lower bound          {report['lower_bound_cycles']} cycles (gap {100 * report['gap']:.1f} %); "
+          f"layer by layer {report['comparison']['layer']} cycles on the same mapping "
+          f"({report['comparison']['layer'] / report['makespan_cycles']:.1f}x longer)")
     print(f"PE utilization       {100 * report['pe_utilization']:.1f} %")
     print(f"energy / inference   {stats['energy_pj'] / 1e6:.3f} uJ "
           f"({stats['adc_conversions']} ADC conversions)")

@@ -5,9 +5,9 @@ The model, for one duplication (copies per layer) and one mapping:
 - one start variable per set, its domain cut by the set's earliest start and the
   shortest time from it to the end (given the hint's makespan as the horizon);
 - the copies of a duplicated layer are one pool: a cumulative constraint lets at
-  most as many of its sets compute at once as it has copies, and each set counts
-  its slowest copy's partial-sum reduction; copies are given to sets after the
-  solve, in order of start (:func:`_assign_copies`). A Boolean per copy and set
+  most as many of its sets compute at once as it has copies; copies are given to sets after the
+  solve, in order of start (:func:`_assign_copies`; a set's time does not depend on its
+  copy, see :func:`~cimc.passes.schedule.model.set_options`). A Boolean per copy and set
   would say the same with many times the variables, all symmetric;
 - a vector set picks one of the tiles its input is written on (a Boolean per
   tile, an optional interval on that tile's GPEUs);
@@ -37,12 +37,13 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
-from cimc.passes.schedule.clsa import resource_key, schedule_clsa
+from cimc.passes.schedule.clsa import resource_key
 from cimc.passes.schedule.model import Schedule, Write
 from cimc.passes.schedule.problem import Problem
 
 #: Share of CP-SAT's time for the full portfolio before large-neighbourhood search alone.
 PORTFOLIO_SHARE = 0.3
+PORTFOLIO_MIN = 5.0
 STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
           cp_model.MODEL_INVALID: "model_invalid", cp_model.UNKNOWN: "unknown"}
 
@@ -87,12 +88,10 @@ def schedule_cpsat(problem: Problem, hint: Schedule, seconds: float, seed: int =
         o = opts[0]
         picks.append([])
         if o.kind == "mvm":
-            # Copies are alike but for their reduction time: the copies of a layer are one pool of
-            # capacity `copies` (copies are assigned once times are known), each set held to its
-            # slowest copy's duration so that any copy will do.
+            # The copies of a layer are one pool of capacity `copies` (assigned once times are known).
             interval = m.NewFixedSizeIntervalVar(start[i], o.compute, f"i{i}")
             (busy.setdefault(resource_key(o), []) if len(opts) == 1 else pooled.setdefault(o.node, [])).append(interval)
-            end.append(start[i] + max(x.duration for x in opts))
+            end.append(start[i] + o.duration)          # the same for every copy (set_options)
             continue
         if len(opts) == 1:
             busy.setdefault(resource_key(o), []).append(m.NewFixedSizeIntervalVar(start[i], o.compute, f"i{i}"))
@@ -146,6 +145,7 @@ def schedule_cpsat(problem: Problem, hint: Schedule, seconds: float, seed: int =
     # (a duplicated layer's copy choice is not a variable: see _assign_copies)
     for w, write in zip(writes, hint.writes):
         m.AddHint(w, write.start)
+    m.AddHint(makespan, horizon)
     # Two phases: the full portfolio (which proves small models optimal at once), then, if time is
     # left, large-neighbourhood search only, from the best solution so far (the bound that matters
     # to the report is the analytic one; the LP worker rarely moves it on these models).
@@ -153,18 +153,20 @@ def schedule_cpsat(problem: Problem, hint: Schedule, seconds: float, seed: int =
     solver.parameters.random_seed = seed
     solver.parameters.num_workers = workers
     left = seconds - (time.perf_counter() - began)
-    solver.parameters.max_time_in_seconds = max(0.1, PORTFOLIO_SHARE * left)
+    solver.parameters.max_time_in_seconds = max(0.1, min(left, max(PORTFOLIO_SHARE * left, PORTFOLIO_MIN)))
     code = solver.Solve(m)
     bound = int(solver.BestObjectiveBound()) if code in (cp_model.OPTIMAL, cp_model.FEASIBLE) else 0
     left = seconds - (time.perf_counter() - began)
-    if code == cp_model.FEASIBLE and left > 0.5:
-        m.ClearHints()
-        for i in range(problem.size):
-            m.AddHint(start[i], solver.Value(start[i]))
-            for p in picks[i]:
-                m.AddHint(p, solver.Value(p))
-        for w in writes:
-            m.AddHint(w, solver.Value(w))
+    if code in (cp_model.FEASIBLE, cp_model.UNKNOWN) and left > 0.5:
+        if code == cp_model.FEASIBLE:          # continue from the best solution, else from the hint
+            m.ClearHints()
+            for i in range(problem.size):
+                m.AddHint(start[i], solver.Value(start[i]))
+                for p in picks[i]:
+                    m.AddHint(p, solver.Value(p))
+            for w in writes:
+                m.AddHint(w, solver.Value(w))
+            m.AddHint(makespan, solver.Value(makespan))
         solver = cp_model.CpSolver()
         solver.parameters.random_seed = seed
         solver.parameters.num_workers = workers

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from cimc.ir import Graph
 from cimc.passes.mapping import Mapping
@@ -98,7 +98,10 @@ def set_options(graph: Graph, mapping: Mapping, cost: CostModel, rows_per_set: i
                     mine.append(Task(len(options), node.name, "mvm", s.index, s.out_rows, s.pixels, lc.home_tile,
                                      tuple(f"xbar:{x}" for x in lc.xbars), compute, duration, s.reads,
                                      layer.segment, c))
-                options.append(mine)
+                # A set's rows are taken to exist after its slowest copy's reduction, whichever
+                # copy runs it: the schedulers then agree on every set's time before choosing copies.
+                slowest = max(o.duration for o in mine)
+                options.append([replace(o, duration=slowest) for o in mine])
             tiles = tuple(dict.fromkeys(lc.home_tile for lc in copies))
         else:
             tiles = next((homes[t] for t in node.inputs if t in homes), (0,))

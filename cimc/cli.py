@@ -169,7 +169,8 @@ def _cmd_compile(args: argparse.Namespace) -> None:
     duplicated = sum(c > 1 for c in r["copies"].values())
     print(f"  lower bound {r['lower_bound_cycles']} cycles (gap {100 * r['gap']:.1f} %); layers duplicated: "
           f"{duplicated} ({sum(r['copies'].values())} copies of {len(r['copies'])} layers); same mapping: "
-          f"layer {r['comparison']['layer']}, clsa {r['comparison']['clsa']} cycles"
+          f"layer {r['comparison']['layer']}, clsa {r['comparison']['clsa']} cycles; layer by layer without "
+          f"duplication {r['comparison']['layer_one_copy']} cycles"
           + (f"; CP-SAT {r['solver_status']} in {r['solver_seconds']:.1f} s" if r["solver_status"] else ""))
     if args.sws:
         print(_sws_summary(r["adc"]))

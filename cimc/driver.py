@@ -153,9 +153,10 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
     """Duplicate (``clsa``, ``cpsat``), map the copies, and schedule; ``single`` maps each layer once."""
     began = time.perf_counter()
     problem = build_problem(graph, single, CostModel(target, graph, single), rows_per_set)
-    solver: dict = {"status": None, "bound": None, "seconds": None}
+    baseline = schedule_layer_by_layer(problem)
+    solver: dict = {"status": None, "bound": None, "seconds": None, "baseline": baseline.makespan}
     if scheduler == "layer":
-        return problem, schedule_layer_by_layer(problem), solver
+        return problem, baseline, solver
     per_tile = target.chip.pes_per_tile
 
     def duplicated(copies: dict[str, int]) -> Problem:
@@ -223,7 +224,8 @@ def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target:
         "solver_status": solver["status"], "solver_bound_cycles": solver["bound"],
         "solver_seconds": solver["seconds"],
         "comparison": {"layer": int(schedule_layer_by_layer(problem).makespan),
-                       "clsa": int(schedule_clsa(problem).makespan)},
+                       "clsa": int(schedule_clsa(problem).makespan),
+                       "layer_one_copy": int(solver["baseline"])},
     }
 
 

@@ -184,6 +184,7 @@ def test_report_gives_bound_gap_copies_and_comparison(compiled_all, builder, tar
     assert set(r["copies"]) == {layer["name"] for layer in r["layers"]}
     assert r["solver_status"] in ("optimal", "feasible", "hint")
     assert r["makespan_cycles"] <= r["comparison"]["clsa"] <= r["comparison"]["layer"]
+    assert r["comparison"]["layer"] <= r["comparison"]["layer_one_copy"]
     assert 0 < r["pe_utilization"] <= 1
 
 

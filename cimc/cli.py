@@ -171,7 +171,8 @@ def _cmd_compile(args: argparse.Namespace) -> None:
           f"{duplicated} ({sum(r['copies'].values())} copies of {len(r['copies'])} layers); same mapping: "
           f"layer {r['comparison']['layer']}, clsa {r['comparison']['clsa']} cycles; layer by layer without "
           f"duplication {r['comparison']['layer_one_copy']} cycles"
-          + (f"; CP-SAT {r['solver_status']} in {r['solver_seconds']:.1f} s" if r["solver_status"] else ""))
+          + (f"; CP-SAT {r['solver_status']} in {program.pass_seconds['cpsat_solver']:.1f} s"
+             if r["solver_status"] else ""))
     if args.sws:
         print(_sws_summary(r["adc"]))
 

@@ -36,6 +36,18 @@ def test_fuzzed_graphs_compile_to_the_same_bytes_on_every_preset(seed):
         assert first == second, (seed, target)
 
 
+@pytest.mark.parametrize("scheduler", ["clsa", "cpsat"])
+def test_cross_layer_schedules_compile_to_the_same_bytes(scheduler):
+    """Duplication, clsa and a cpsat that proves optimality are deterministic (a cpsat stopped by
+    its time limit may not be: the README says so)."""
+    model = residual_net()
+    calib = {"x": uniform(model, 16, seed=5)}
+    programs = [cimc.compile(model, "small", calibration=calib, scheduler=scheduler, solver_time=5.0)
+                for _ in range(2)]
+    assert programs[0].report["solver_status"] in (None, "optimal")
+    assert programs[0].to_bytes() == programs[1].to_bytes()
+
+
 def test_cli_compiles_twice_to_the_same_file(tmp_path, capsys):
     model = residual_net()
     onnx.save(model, tmp_path / "m.onnx")

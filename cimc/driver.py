@@ -19,23 +19,21 @@ import numpy as np
 import onnx
 
 import cimc
-from cimc.errors import CapacityError, CimcError
+from cimc.errors import CimcError
 from cimc.frontend import import_onnx, parse_input_shapes
 from cimc.inputs import check_arrays, load_npz
 from cimc.ir import PASS_ATTRS, Graph
 from cimc.passes import adc_energy, sws as sws_pass
 from cimc.passes.fuse import fold_batch_norm, fold_channel_affine
 from cimc.passes.mapping import CrossbarSlot, Mapping, block_matrix, map_layers
-from cimc.passes.schedule.sets import row_granular, tensor_rows as _rows
 from cimc.passes.quantize import quantize
 from cimc.passes.schedule.clsa import schedule_clsa
 from cimc.passes.schedule.cost import CostModel
 from cimc.passes.schedule.cpsat import schedule_cpsat
-from cimc.passes.schedule.duplication import (copy_sizes, greedy_copies, improve_copies, layer_sets, layer_work,
-                                              surrogate)
+from cimc.passes.schedule.duplication import greedy_copies, improve_copies, layer_work, surrogate
 from cimc.passes.schedule.layer import schedule_layer_by_layer
 from cimc.passes.schedule.model import Schedule
-from cimc.passes.schedule.problem import Problem, build_problem, lower_bounds
+from cimc.passes.schedule.problem import Problem, build_problem, check_buffers, lower_bounds
 from cimc.passes.schedule.validator import validate
 from cimc.program import FORMAT, FORMAT_VERSION, Program
 from cimc.targets import Target, load_target
@@ -152,12 +150,17 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
 
 def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: str, solver_time: float,
               seed: int, rows_per_set: int) -> tuple[Problem, Schedule, dict]:
-    """Duplicate (``clsa``, ``cpsat``), map the copies, and schedule; ``single`` maps each layer once."""
+    """Duplicate (``clsa``, ``cpsat``), map the copies, and schedule; ``single`` maps each layer once.
+
+    Also returns what the report compares against: the ``layer`` and ``clsa`` makespans of the
+    final mapping, and layer by layer without duplication."""
     began = time.perf_counter()
     problem = build_problem(graph, single, CostModel(target, graph, single), rows_per_set)
     baseline = schedule_layer_by_layer(problem)
-    solver: dict = {"status": None, "bound": None, "seconds": None, "baseline": baseline.makespan}
+    solver: dict = {"status": None, "bound": None, "seconds": None}
     if scheduler == "layer":
+        solver["comparison"] = {"layer": baseline.makespan, "clsa": schedule_clsa(problem).makespan,
+                                "layer_one_copy": baseline.makespan}
         return problem, baseline, solver
     per_tile = target.chip.pes_per_tile
 
@@ -172,7 +175,7 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
     hint = schedule_clsa(final)
     if scheduler == "cpsat" and problem.mapping.segments == 1:
         # copy counts compared on the surrogate; the winner is kept only if it really is better
-        searched, _ = improve_copies(copies, layer_work(problem), layer_sets(problem), copy_sizes(single), per_tile,
+        searched, _ = improve_copies(copies, layer_work(problem), problem.layer_sets(), single.copy_sizes(), per_tile,
                                      single.crossbars_available,
                                      lambda c: schedule_clsa(surrogate(problem, c, per_tile)).makespan, solver_time / 3)
         if searched != copies:
@@ -180,37 +183,13 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
             schedule = schedule_clsa(trial)
             if schedule.makespan < hint.makespan:
                 final, hint = trial, schedule
+    layer = baseline if final is problem else schedule_layer_by_layer(final)
+    solver["comparison"] = {"layer": layer.makespan, "clsa": hint.makespan, "layer_one_copy": baseline.makespan}
     if scheduler == "clsa":
         return final, hint, solver
     solved = schedule_cpsat(final, hint, solver_time - (time.perf_counter() - began), seed)
     solver.update(status=solved.status, bound=solved.solver_bound, seconds=round(solved.seconds, 3))
     return final, solved.schedule, solver
-
-
-def check_buffers(problem: Problem, target: Target) -> None:
-    """Refuse a chip whose tile buffer cannot hold even one row set's input and output rows.
-
-    Only sets cut into rows are checked: they are what streams through a tile's buffer. An
-    operator without row structure is one set over whole tensors, which the buffer model does
-    not cover (it would refuse most models at once)."""
-    capacity = target.buffer.kib_per_tile * 1024
-    per_byte = target.precision.activation_bits / 8
-    graph = problem.graph
-    worst, where = 0.0, None
-    for opts in problem.options:
-        task = opts[0]
-        node = graph.node(task.node)
-        if row_granular(graph, node) is None:
-            continue
-        rows = [(t, b - a) for t, a, b in task.reads] + [(node.outputs[0], task.out_rows[1] - task.out_rows[0])]
-        need = sum(graph.tensors[t].size / max(1, _rows(graph.tensors[t].shape)) * r * per_byte for t, r in rows)
-        if need > worst:
-            worst, where = need, task
-    if worst > capacity:
-        raise CapacityError(f"set {where.index} of {where.node} needs {worst / 1024:.1f} KiB of activation buffer "
-                            f"for its input and output rows and a tile of target {target.name} has "
-                            f"{target.buffer.kib_per_tile:g} KiB; choose a target with a larger [buffer] "
-                            f"kib_per_tile")
 
 
 def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target: Target) -> dict:
@@ -224,9 +203,7 @@ def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target:
         "gap": (makespan - bound) / makespan if makespan else 0.0,
         "copies": {name: lm.copies for name, lm in problem.mapping.layers.items()},
         "solver_status": solver["status"], "solver_bound_cycles": solver["bound"],
-        "comparison": {"layer": int(schedule_layer_by_layer(problem).makespan),
-                       "clsa": int(schedule_clsa(problem).makespan),
-                       "layer_one_copy": int(solver["baseline"])},
+        "comparison": {k: int(v) for k, v in solver["comparison"].items()},
     }
 
 

@@ -121,6 +121,10 @@ class Mapping:
     def segments(self) -> int:
         return 1 + max((m.segment for m in self.layers.values()), default=0)
 
+    def copy_sizes(self) -> dict[str, int]:
+        """Crossbars one copy of each layer occupies, in layer order."""
+        return {name: len(lm.copy(0).xbars) for name, lm in self.layers.items()}
+
     @property
     def tiles_used(self) -> int:
         return len({x.tile for m in self.layers.values() for x in m.crossbars})

@@ -269,6 +269,14 @@ def test_future_format_version(files, tmp_path, capsys, monkeypatch):
 
 # -- run inputs and calibration data --------------------------------------------------------------
 
+def _reading(files: Path, tmp_path: Path, role: str, data: Path) -> list:
+    """The command that reads ``data`` in ``role``: `run --input` or `compile --calibration`."""
+    if role == "input":
+        return ["run", files / "model.cimp", "--input", data, "--output", tmp_path / "o.npz",
+                "--stats-json", tmp_path / "s.json"]
+    return ["compile", files / "model.onnx", "-t", SMALL, "-o", tmp_path / "o.cimp", "--calibration", data]
+
+
 @pytest.mark.parametrize("array,match", [
     (np.zeros((1, 3, 8, 8), np.complex64), "dtype complex64"),
     (np.full((1, 3, 8, 8), "a"), "dtype <U1"),
@@ -285,12 +293,7 @@ def test_bad_arrays(files, tmp_path, capsys, role, array, match):
     shapes, NaN inputs)."""
     import re
     np.savez(tmp_path / "a.npz", x=array)
-    if role == "input":
-        argv = ["run", files / "model.cimp", "--input", tmp_path / "a.npz", "--output", tmp_path / "o.npz"]
-    else:
-        argv = ["compile", files / "model.onnx", "-t", SMALL, "-o", tmp_path / "o.cimp", "--calibration",
-                tmp_path / "a.npz"]
-    line = _fails(capsys, argv, tmp_path)
+    line = _fails(capsys, _reading(files, tmp_path, role, tmp_path / "a.npz"), tmp_path)
     assert re.search(match, line), line
 
 
@@ -307,12 +310,7 @@ def test_huge_batch_is_refused_before_reading(files, tmp_path, capsys, role):
     """A batch of 2^31 samples: sized from the .npy header and refused with the estimate, before numpy
     tries to allocate 3 TiB."""
     _npz_claiming(tmp_path / "huge.npz", (2 ** 31, 1, 3, 8, 8))
-    if role == "input":
-        argv = ["run", files / "model.cimp", "--input", tmp_path / "huge.npz", "--stats-json", tmp_path / "s.json"]
-    else:
-        argv = ["compile", files / "model.onnx", "-t", SMALL, "-o", tmp_path / "o.cimp", "--calibration",
-                tmp_path / "huge.npz"]
-    line = _fails(capsys, argv, tmp_path)
+    line = _fails(capsys, _reading(files, tmp_path, role, tmp_path / "huge.npz"), tmp_path)
     assert "2147483648x1x3x8x8 float32" in line and "3072.0 GiB" in line and "fewer samples" in line
 
 

@@ -39,7 +39,7 @@ from ortools.sat.python import cp_model
 
 from cimc.passes.schedule.clsa import resource_key
 from cimc.passes.schedule.model import Schedule, Write
-from cimc.passes.schedule.problem import Problem
+from cimc.passes.schedule.problem import Problem, heads_tails
 
 #: Share of CP-SAT's time for the full portfolio before large-neighbourhood search alone.
 PORTFOLIO_SHARE = 0.3
@@ -58,16 +58,7 @@ class Solved:
 
 def _windows(problem: Problem, horizon: int) -> tuple[list[int], list[int]]:
     """Earliest start and latest start of each set in any schedule of at most ``horizon``."""
-    n = problem.size
-    shortest = [min(o.duration for o in opts) for opts in problem.options]
-    head = [0] * n
-    for i in range(n):
-        head[i] = max((head[p] + shortest[p] + lat for p, lat in problem.edges[i]), default=0)
-    tail = [0] * n
-    for i in reversed(range(n)):
-        tail[i] = max(tail[i], shortest[i])
-        for p, lat in problem.edges[i]:
-            tail[p] = max(tail[p], shortest[p] + lat + tail[i])
+    head, tail = heads_tails(problem, [min(o.duration for o in opts) for opts in problem.options], latency=True)
     return head, [horizon - t for t in tail]
 
 
@@ -138,42 +129,30 @@ def schedule_cpsat(problem: Problem, hint: Schedule, seconds: float, seed: int =
     for w, cycles in zip(writes, problem.write_cycles):
         m.Add(makespan >= w + cycles)
     m.Minimize(makespan)
-    for i, t in enumerate(hint.tasks):
-        m.AddHint(start[i], hint.start[i])
-        for p, o in zip(picks[i], problem.options[i]):
-            m.AddHint(p, o == t)
     # (a duplicated layer's copy choice is not a variable: see _assign_copies)
-    for w, write in zip(writes, hint.writes):
-        m.AddHint(w, write.start)
-    m.AddHint(makespan, horizon)
+    hinted = dict(zip(start, hint.start))
+    hinted.update((p, o == t) for i, t in enumerate(hint.tasks) for p, o in zip(picks[i], problem.options[i]))
+    hinted.update(zip(writes, (w.start for w in hint.writes)))
+    hinted[makespan] = horizon
+    for var, value in hinted.items():
+        m.AddHint(var, value)
     # Two phases: the full portfolio (which proves small models optimal at once), then, if time is
     # left, large-neighbourhood search only, from the best solution so far (the bound that matters
     # to the report is the analytic one; the LP worker rarely moves it on these models).
-    solver = cp_model.CpSolver()
-    solver.parameters.random_seed = seed
-    solver.parameters.num_workers = workers
     left = seconds - (time.perf_counter() - began)
-    solver.parameters.max_time_in_seconds = max(0.1, min(left, max(PORTFOLIO_SHARE * left, PORTFOLIO_MIN)))
+    solver = _solver(seed, workers, max(0.1, min(left, max(PORTFOLIO_SHARE * left, PORTFOLIO_MIN))), False)
     code = solver.Solve(m)
     bound = int(solver.BestObjectiveBound()) if code in (cp_model.OPTIMAL, cp_model.FEASIBLE) else 0
     left = seconds - (time.perf_counter() - began)
     if code in (cp_model.FEASIBLE, cp_model.UNKNOWN) and left > 0.5:
         if code == cp_model.FEASIBLE:          # continue from the best solution, else from the hint
             m.ClearHints()
-            for i in range(problem.size):
-                m.AddHint(start[i], solver.Value(start[i]))
-                for p in picks[i]:
-                    m.AddHint(p, solver.Value(p))
-            for w in writes:
-                m.AddHint(w, solver.Value(w))
-            m.AddHint(makespan, solver.Value(makespan))
-        solver = cp_model.CpSolver()
-        solver.parameters.random_seed = seed
-        solver.parameters.num_workers = workers
-        solver.parameters.use_lns_only = True
-        solver.parameters.max_time_in_seconds = left
-        again = solver.Solve(m)
-        code = again if again in (cp_model.OPTIMAL, cp_model.FEASIBLE) else code
+            for var in hinted:
+                m.AddHint(var, solver.Value(var))
+        again = _solver(seed, workers, left, True)
+        code_again = again.Solve(m)
+        if code_again in (cp_model.OPTIMAL, cp_model.FEASIBLE):     # else keep the first phase's result
+            solver, code = again, code_again
     status = STATUS.get(code, "unknown")
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE) or solver.Value(makespan) >= horizon:
         return Solved(hint, "hint" if code != cp_model.OPTIMAL else "optimal", bound,
@@ -184,6 +163,15 @@ def schedule_cpsat(problem: Problem, hint: Schedule, seconds: float, seed: int =
     tasks = _assign_copies(problem, tasks, starts)
     made = [Write(seg, solver.Value(w), cycles) for seg, (w, cycles) in enumerate(zip(writes, problem.write_cycles))]
     return Solved(Schedule("cpsat", tasks, starts, made), status, bound, time.perf_counter() - began)
+
+
+def _solver(seed: int, workers: int, seconds: float, lns_only: bool) -> cp_model.CpSolver:
+    solver = cp_model.CpSolver()
+    solver.parameters.random_seed = seed
+    solver.parameters.num_workers = workers
+    solver.parameters.max_time_in_seconds = seconds
+    solver.parameters.use_lns_only = lns_only
+    return solver
 
 
 def _assign_copies(problem: Problem, tasks: list, starts: list[int]) -> list:

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import heapq
 import time
+from dataclasses import replace
 from typing import Callable
 
-from dataclasses import replace
-
-from cimc.passes.mapping import Mapping, crossbars_spanned, first_crossbars, placement_order
+from cimc.passes.mapping import crossbars_spanned, first_crossbars, placement_order
 from cimc.passes.schedule.problem import Problem
 
 
@@ -33,18 +32,6 @@ def layer_work(problem: Problem) -> dict[str, int]:
     return work
 
 
-def layer_sets(problem: Problem) -> dict[str, int]:
-    sets: dict[str, int] = {}
-    for opts in problem.options:
-        sets[opts[0].node] = sets.get(opts[0].node, 0) + 1
-    return sets
-
-
-def copy_sizes(mapping: Mapping) -> dict[str, int]:
-    """Crossbars one copy of each layer occupies, in layer order."""
-    return {name: len(lm.copy(0).xbars) for name, lm in mapping.layers.items()}
-
-
 def fits(sizes: dict[str, int], copies: dict[str, int], per_tile: int, available: int) -> bool:
     """Whether these copies place on the chip with every first copy where it is without them."""
     spanned = crossbars_spanned([sizes[n] for n, _ in placement_order(list(sizes), copies)], per_tile)
@@ -55,10 +42,10 @@ def greedy_copies(problem: Problem, per_tile: int) -> dict[str, int]:
     """Copies per layer by the bottleneck rule (``problem``: the model mapped once)."""
     mapping = problem.mapping
     copies = {name: 1 for name in mapping.layers}
-    sizes = copy_sizes(mapping)
+    sizes = mapping.copy_sizes()
     if mapping.segments > 1 or not fits(sizes, copies, per_tile, mapping.crossbars_available):
         return copies
-    work, sets = layer_work(problem), layer_sets(problem)
+    work, sets = layer_work(problem), problem.layer_sets()
     heap = [(-work[name], name) for name in copies if sets[name] > 1 and work.get(name)]
     heapq.heapify(heap)
     while heap:
@@ -78,7 +65,7 @@ def surrogate(problem: Problem, copies: dict[str, int], per_tile: int) -> Proble
     sets on the tiles their inputs would be written on. What the local search schedules to compare
     copy counts without mapping every candidate (placement changes only the small transfer and
     reduction times, which stay those of the first copy)."""
-    sizes = copy_sizes(problem.mapping)
+    sizes = problem.mapping.copy_sizes()
     sequence = placement_order(list(sizes), copies)
     home = {key: first // per_tile
             for key, first in zip(sequence, first_crossbars([sizes[n] for n, _ in sequence], per_tile, True))}

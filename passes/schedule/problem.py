@@ -28,10 +28,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cimc.errors import CapacityError
 from cimc.ir import Graph
 from cimc.passes.mapping import Mapping
 from cimc.passes.schedule.cost import CostModel
 from cimc.passes.schedule.model import Task, producers, set_options, task_tiles
+from cimc.passes.schedule.sets import row_granular, tensor_rows
+from cimc.targets import Target
 
 
 @dataclass
@@ -46,6 +49,13 @@ class Problem:
     @property
     def size(self) -> int:
         return len(self.options)
+
+    def layer_sets(self) -> dict[str, int]:
+        """Sets of each operator."""
+        sets: dict[str, int] = {}
+        for opts in self.options:
+            sets[opts[0].node] = sets.get(opts[0].node, 0) + 1
+        return sets
 
     def successors(self) -> list[list[tuple[int, int]]]:
         out: list[list[tuple[int, int]]] = [[] for _ in self.options]
@@ -87,37 +97,61 @@ def build_problem(graph: Graph, mapping: Mapping, cost: CostModel, rows_per_set:
     return Problem(graph, mapping, cost, options, edges, cost.write_cycles())
 
 
-def _heads_tails(problem: Problem) -> tuple[list[int], list[int]]:
-    """Earliest start of each set and shortest time from its start to the end, over any schedule
-    of any duplication: only compute time counts (partial-sum reduction and transfers depend
-    on where copies are placed, so they are left out to keep the bound valid for every one)."""
+def check_buffers(problem: Problem, target: Target) -> None:
+    """Refuse a chip whose tile buffer cannot hold even one row set's input and output rows.
+
+    Only sets cut into rows are checked: they are what streams through a tile's buffer. An
+    operator without row structure is one set over whole tensors, which the buffer model does
+    not cover (it would refuse most models at once)."""
+    capacity = target.buffer.kib_per_tile * 1024
+    per_byte = target.precision.activation_bits / 8
+    graph = problem.graph
+    worst, where = 0.0, None
+    for opts in problem.options:
+        task = opts[0]
+        node = graph.node(task.node)
+        if row_granular(graph, node) is None:
+            continue
+        rows = [(t, b - a) for t, a, b in task.reads] + [(node.outputs[0], task.out_rows[1] - task.out_rows[0])]
+        need = sum(graph.tensors[t].size / max(1, tensor_rows(graph.tensors[t].shape)) * r * per_byte for t, r in rows)
+        if need > worst:
+            worst, where = need, task
+    if worst > capacity:
+        raise CapacityError(f"set {where.index} of {where.node} needs {worst / 1024:.1f} KiB of activation buffer "
+                            f"for its input and output rows and a tile of target {target.name} has "
+                            f"{target.buffer.kib_per_tile:g} KiB; choose a target with a larger [buffer] "
+                            f"kib_per_tile")
+
+
+def heads_tails(problem: Problem, times: list[int], latency: bool) -> tuple[list[int], list[int]]:
+    """Earliest start of each set and least time from its start to the end of any schedule, when
+    set i takes ``times[i]`` and edges take their latency (or nothing, without ``latency``)."""
     n = problem.size
-    compute = [opts[0].compute for opts in problem.options]
     head = [0] * n
     for i in range(n):                          # ids are topological
-        head[i] = max((head[p] + compute[p] for p, _ in problem.edges[i]), default=0)
+        head[i] = max((head[p] + times[p] + (lat if latency else 0) for p, lat in problem.edges[i]), default=0)
     tail = [0] * n
     succ = problem.successors()
     for i in reversed(range(n)):
-        tail[i] = compute[i] + max((tail[j] for j, _ in succ[i]), default=0)
+        tail[i] = times[i] + max(((lat if latency else 0) + tail[j] for j, lat in succ[i]), default=0)
     return head, tail
 
 
 def max_copies(problem: Problem, budget: int) -> dict[str, int]:
     """The most copies of each layer the crossbar budget leaves room for, next to one copy of
     every other layer (at most one per set: more could never be busy)."""
-    sizes = {name: len(lm.copy(0).xbars) for name, lm in problem.mapping.layers.items()}
+    sizes = problem.mapping.copy_sizes()
     one_each = sum(sizes.values())
-    sets: dict[str, int] = {}
-    for opts in problem.options:
-        sets[opts[0].node] = sets.get(opts[0].node, 0) + 1
+    sets = problem.layer_sets()
     if problem.mapping.segments > 1:
         return {name: 1 for name in sizes}
     return {name: max(1, min(sets[name], (budget - one_each + size) // size)) for name, size in sizes.items()}
 
 
 def lower_bounds(problem: Problem, budget: int) -> dict[str, int]:
-    head, tail = _heads_tails(problem)
+    # Only compute time counts: partial-sum reduction and transfers depend on where copies are
+    # placed, so they are left out to keep the bounds valid for every duplication.
+    head, tail = heads_tails(problem, [opts[0].compute for opts in problem.options], latency=False)
     bounds = {"critical_path": max((h + t for h, t in zip(head, tail)), default=0)}
     limit = max_copies(problem, budget)
     tiles = problem.cost.target.chip.tiles
@@ -156,10 +190,8 @@ def lower_bounds(problem: Problem, budget: int) -> dict[str, int]:
 def _budget_bound(problem: Problem, budget: int, windows: dict[str, tuple[int, int, int]], low: int) -> int:
     """Least makespan T (at least ``low``) for which the copies every layer needs to do its work
     between its head and tail fit the budget (binary search: the copies needed shrink as T grows)."""
-    sizes = {name: len(lm.copy(0).xbars) for name, lm in problem.mapping.layers.items()}
-    sets: dict[str, int] = {}
-    for opts in problem.options:
-        sets[opts[0].node] = sets.get(opts[0].node, 0) + 1
+    sizes = problem.mapping.copy_sizes()
+    sets = problem.layer_sets()
 
     def fits(t: int) -> bool:
         used = 0

@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   cimc run model_sram.cimp --input batch.npz --multiplier pc3 --check model.onnx
   cimc inspect model.onnx --ir
   cimc targets isaac
+  cimc sweep examples/sweep_mnist_resnet8.toml -o sweep-out
 """
 
 
@@ -48,8 +49,15 @@ def _parser() -> argparse.ArgumentParser:
                         "with greedy weight duplication in the spare crossbars; cpsat: a local search over "
                         "copy counts, then OR-Tools CP-SAT over set assignment and order, hinted with clsa; "
                         "the report gives a lower bound on any schedule and the gap to it")
-    c.add_argument("--solver-time", type=float, default=10.0, metavar="SECONDS",
-                   help="wall-clock seconds cpsat may spend (default 10)")
+    c.add_argument("--solver-work", type=float, default=2.0, metavar="UNITS",
+                   help="cpsat's budget in units of CP-SAT's deterministic time (about a second each on "
+                        "small models, up to ~20 s on light_resnet50 on 2 cores), and per unit 10 copy "
+                        "counts tried or as many as 20,000 sets scheduled allow: counted work, not time, "
+                        "so the same options give the same program on any machine (default 2)")
+    c.add_argument("--solver-time", type=float, default=300.0, metavar="SECONDS",
+                   help="wall-clock cap on cpsat (default 300); a compile stopped by it rather than by "
+                        "--solver-work says so (report: solver_limit = \"time\") and may differ between "
+                        "machines")
     c.add_argument("--seed", type=int, default=0, help="CP-SAT's random seed (default 0)")
     c.add_argument("--set-rows", type=int, default=1, metavar="N",
                    help="output rows per set (default 1; larger sets: fewer, coarser scheduling decisions)")
@@ -126,6 +134,32 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--table", metavar="FILE",
                    help="also characterize a table-driven multiplier: 256x256 integer products of 8-bit "
                         "magnitudes, row = first operand (.npy, .npz with one array, or text/CSV)")
+
+    w = sub.add_parser("sweep", help="design-space sweep: compile (and run) models over target and compiler "
+                       "parameters; table, Pareto plots, HTML report",
+                       description="Expand a sweep spec (TOML: models with optional accuracy samples, a base "
+                       "target, the parameters to vary on a grid or at random, fixed compile and run options, "
+                       "the objectives; see examples/sweep_mnist_resnet8.toml) into points, compile each "
+                       "(and run its accuracy samples), and write RESULTS/results.csv (and results.parquet "
+                       "when pyarrow is installed), one SVG Pareto plot per model and pair of objectives in "
+                       "RESULTS/plots/, RESULTS/report.html, and a schedule page per point. Every finished "
+                       "point is kept in RESULTS as soon as it finishes: rerunning the same command after an "
+                       "interruption skips them and finishes the rest. A point that fails is recorded with "
+                       "its message and the sweep goes on.")
+    w.add_argument("spec", help="sweep spec (TOML)")
+    w.add_argument("-o", "--output", required=True, metavar="RESULTS",
+                   help="results folder (created; an existing one is resumed)")
+    w.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: a process pool on this machine (default); ray: Ray tasks, on a Ray instance "
+                        "started here or on the cluster at --address (needs pip install 'cimc[ray]'); the "
+                        "results are the same either way")
+    w.add_argument("--workers", type=int, metavar="N",
+                   help="local: worker processes (default: one per core); ray without --address: CPUs of the "
+                        "Ray instance started here (default: all)")
+    w.add_argument("--address", metavar="ray://HOST:PORT",
+                   help="with --executor ray: an existing cluster, ray://HOST:PORT (Ray client server, "
+                        "default port 10001), HOST:PORT (head node, from a cluster node) or auto; its nodes "
+                        "need cimc installed")
     return p
 
 
@@ -153,7 +187,8 @@ def _cmd_compile(args: argparse.Namespace) -> None:
         program = cimc.compile(args.model, args.target, scheduler=args.scheduler,
                                calibration=args.calibration, input_shapes=args.input_shape,
                                allow_reprogramming=args.allow_reprogramming, sws=args.sws or False,
-                               solver_time=args.solver_time, seed=args.seed, rows_per_set=args.set_rows)
+                               solver_work=args.solver_work, solver_time=args.solver_time, seed=args.seed,
+                               rows_per_set=args.set_rows)
     for w in caught:
         print(f"cimc: warning: {w.message}", file=sys.stderr)
     r = program.report
@@ -171,8 +206,12 @@ def _cmd_compile(args: argparse.Namespace) -> None:
           f"{duplicated} ({sum(r['copies'].values())} copies of {len(r['copies'])} layers); same mapping: "
           f"layer {r['comparison']['layer']}, clsa {r['comparison']['clsa']} cycles; layer by layer without "
           f"duplication {r['comparison']['layer_one_copy']} cycles"
-          + (f"; CP-SAT {r['solver_status']} in {program.pass_seconds['cpsat_solver']:.1f} s"
-             if r["solver_status"] else ""))
+          + (f"; CP-SAT {r['solver_status']} after {r['solver_work']:g} units of work "
+             f"({program.pass_seconds['cpsat_solver']:.1f} s)" if r["solver_status"] else ""))
+    if r.get("solver_limit") == "time":
+        print(f"cimc: warning: CP-SAT was stopped by --solver-time {args.solver_time:g} before its work budget "
+              f"(--solver-work {args.solver_work:g}): this program may differ from one compiled on another "
+              f"machine; raise --solver-time or lower --solver-work for a reproducible compile", file=sys.stderr)
     if args.sws:
         print(_sws_summary(r["adc"]))
 
@@ -322,11 +361,17 @@ def _cmd_multipliers(args: argparse.Namespace) -> None:
           "sign-magnitude,\nthe 65,025 signed pairs with a nonzero product")
 
 
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    import cimc
+    table = cimc.sweep(args.spec, args.output, executor=args.executor, workers=args.workers, address=args.address)
+    print(f"sweep {table.name}: {table.summary}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"compile": _cmd_compile, "run": _cmd_run, "inspect": _cmd_inspect,
-         "targets": _cmd_targets, "multipliers": _cmd_multipliers, "prune": _cmd_prune}[args.command](args)
+        {"compile": _cmd_compile, "run": _cmd_run, "inspect": _cmd_inspect, "targets": _cmd_targets,
+         "multipliers": _cmd_multipliers, "prune": _cmd_prune, "sweep": _cmd_sweep}[args.command](args)
     except CimcError as exc:
         print(f"cimc: error: {exc}", file=sys.stderr)
         return 2

@@ -42,6 +42,11 @@ from cimc.targets.codegen import generate
 #: ``layer``: layer by layer, no duplication (the baseline); ``clsa``: CLSA-CIM's cross-layer
 #: scheduling with greedy duplication; ``cpsat``: local search over copies, then CP-SAT.
 SCHEDULERS = ("layer", "clsa", "cpsat")
+#: The local search over copy counts may, per unit of ``solver_work``, try this many copy counts
+#: or schedule this many sets, whichever allows more (counts, like CP-SAT's deterministic time, so
+#: that the machine does not decide the result; clsa schedules some 20,000 sets a second here).
+EVALUATIONS_PER_UNIT = 10
+SETS_PER_UNIT = 20_000
 
 
 @dataclass
@@ -67,8 +72,8 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
             scheduler: str = "layer", calibration=None,
             input_shapes: "list[str] | dict | None" = None,
             constants: dict[str, np.ndarray] | None = None, allow_reprogramming: bool = False,
-            sws: "bool | str" = False, solver_time: float = 10.0, seed: int = 0,
-            rows_per_set: int = 1) -> Program:
+            sws: "bool | str" = False, solver_work: float = 2.0, solver_time: float = 300.0,
+            seed: int = 0, rows_per_set: int = 1) -> Program:
     """Compile an ONNX model for a target; see ``cimc compile --help`` for the options.
 
     ``constants`` fixes model inputs to given arrays: weights that a model takes as
@@ -81,14 +86,20 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
     ``crossbar.input_routing = "per_group"``). The report's ``adc`` section gives the
     ADC conversions, energy and crossbars of the result and of the baselines B1 and B2.
 
-    ``scheduler``: see :data:`SCHEDULERS`. ``solver_time``: wall-clock seconds ``cpsat`` may
-    spend (a third on copy counts, the rest in CP-SAT); ``seed``: CP-SAT's random seed.
+    ``scheduler``: see :data:`SCHEDULERS`. ``solver_work``: ``cpsat``'s budget in units of
+    CP-SAT's deterministic time (about a second each on small models, up to ~20 s on
+    light_resnet50 on a 2-core machine), plus copy counts tried per unit (:data:`SETS_PER_UNIT`);
+    counted work, not time, so the same options give the same program on any machine.
+    ``solver_time``: a wall-clock cap in seconds on ``cpsat``; a compile it stops is reported
+    (``solver_limit``) and may differ between machines. ``seed``: CP-SAT's random seed.
     ``rows_per_set``: output rows per set (1: the finest the scheduler cuts).
     """
     if scheduler not in SCHEDULERS:
         raise CimcError(f"unknown scheduler {scheduler!r}; available: {', '.join(SCHEDULERS)}")
     if not solver_time > 0:
         raise CimcError(f"the solver time limit must be a positive number of seconds, not {solver_time:g}")
+    if not 0 < solver_work < float("inf"):
+        raise CimcError(f"the solver work budget must be a positive number of units, not {solver_work:g}")
     if int(rows_per_set) != rows_per_set or rows_per_set < 1:
         raise CimcError(f"a set must hold a positive whole number of output rows, not {rows_per_set}")
     scheme = "auto" if sws is True else (sws or None)
@@ -112,8 +123,8 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
     with timer("mapping"):
         mapping = map_layers(graph, target, allow_reprogramming, blocks)
     with timer("schedule"):
-        problem, schedule, solver = _schedule(graph, target, mapping, blocks, scheduler, solver_time, seed,
-                                              int(rows_per_set))
+        problem, schedule, solver = _schedule(graph, target, mapping, blocks, scheduler, solver_work,
+                                              solver_time, seed, int(rows_per_set))
         mapping, cost = problem.mapping, problem.cost
         check_buffers(problem, target)
     with timer("validate"):
@@ -124,7 +135,7 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
         "format": FORMAT, "format_version": FORMAT_VERSION, "cimc_version": cimc.__version__,
         "model_name": graph.name, "model_sha256": imported.model_hash,
         "options": {"scheduler": scheduler, "allow_reprogramming": allow_reprogramming, "sws": scheme,
-                    "solver_time": solver_time if scheduler == "cpsat" else None,
+                    "solver_work": solver_work if scheduler == "cpsat" else None,
                     "seed": seed if scheduler == "cpsat" else None, "rows_per_set": int(rows_per_set),
                     "calibration_samples": None if calib is None else int(len(next(iter(calib.values())))),
                     "input_shapes": {k: list(v) for k, v in parse_input_shapes(input_shapes).items()}},
@@ -148,8 +159,8 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
     return program
 
 
-def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: str, solver_time: float,
-              seed: int, rows_per_set: int) -> tuple[Problem, Schedule, dict]:
+def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: str, solver_work: float,
+              solver_time: float, seed: int, rows_per_set: int) -> tuple[Problem, Schedule, dict]:
     """Duplicate (``clsa``, ``cpsat``), map the copies, and schedule; ``single`` maps each layer once.
 
     Also returns what the report compares against: the ``layer`` and ``clsa`` makespans of the
@@ -157,7 +168,7 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
     began = time.perf_counter()
     problem = build_problem(graph, single, CostModel(target, graph, single), rows_per_set)
     baseline = schedule_layer_by_layer(problem)
-    solver: dict = {"status": None, "bound": None, "seconds": None}
+    solver: dict = {"status": None, "bound": None, "seconds": None, "work": None, "limit": None}
     if scheduler == "layer":
         solver["comparison"] = {"layer": baseline.makespan, "clsa": schedule_clsa(problem).makespan,
                                 "layer_one_copy": baseline.makespan}
@@ -175,9 +186,10 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
     hint = schedule_clsa(final)
     if scheduler == "cpsat" and problem.mapping.segments == 1:
         # copy counts compared on the surrogate; the winner is kept only if it really is better
+        evaluations = max(2, round(solver_work * max(EVALUATIONS_PER_UNIT, SETS_PER_UNIT / problem.size)))
         searched, _ = improve_copies(copies, layer_work(problem), problem.layer_sets(), single.copy_sizes(), per_tile,
                                      single.crossbars_available,
-                                     lambda c: schedule_clsa(surrogate(problem, c, per_tile)).makespan, solver_time / 3)
+                                     lambda c: schedule_clsa(surrogate(problem, c, per_tile)).makespan, evaluations)
         if searched != copies:
             trial = duplicated(searched)
             schedule = schedule_clsa(trial)
@@ -187,8 +199,9 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
     solver["comparison"] = {"layer": layer.makespan, "clsa": hint.makespan, "layer_one_copy": baseline.makespan}
     if scheduler == "clsa":
         return final, hint, solver
-    solved = schedule_cpsat(final, hint, solver_time - (time.perf_counter() - began), seed)
-    solver.update(status=solved.status, bound=solved.solver_bound, seconds=round(solved.seconds, 3))
+    solved = schedule_cpsat(final, hint, solver_work, solver_time - (time.perf_counter() - began), seed)
+    solver.update(status=solved.status, bound=solved.solver_bound, seconds=round(solved.seconds, 3),
+                  work=round(solved.work, 3), limit="time" if solved.wall_capped else "work")
     return final, solved.schedule, solver
 
 
@@ -203,6 +216,7 @@ def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target:
         "gap": (makespan - bound) / makespan if makespan else 0.0,
         "copies": {name: lm.copies for name, lm in problem.mapping.layers.items()},
         "solver_status": solver["status"], "solver_bound_cycles": solver["bound"],
+        "solver_work": solver["work"], "solver_limit": solver["limit"],
         "comparison": {k: int(v) for k, v in solver["comparison"].items()},
     }
 

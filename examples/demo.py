@@ -5,7 +5,7 @@ folder ``out/demo/`` of the repository::
 
     cimc targets
     cimc compile model.onnx --target isaac -o demo.cimp --calibration calib.npz --report-json report.json \
-        --scheduler cpsat --solver-time 5
+        --scheduler cpsat --solver-work 1
     cimc inspect demo.cimp --program          (first lines shown)
     cimc inspect demo.cimp --schedule
     cimc run demo.cimp --input batch.npz --check model.onnx --stats-json stats.json --output outputs.npz
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         banner("compile")
         cimc("compile", "model.onnx", "--target", "isaac", "-o", "demo.cimp",
              "--calibration", "calib.npz", "--report-json", "report.json", "--scheduler", "cpsat",
-             "--solver-time", "5")
+             "--solver-work", "1")
         banner("instruction listing")
         cimc("inspect", "demo.cimp", "--program", head=LISTING_LINES)
         banner("schedule")

@@ -152,7 +152,7 @@ def compiled_all(small, narrow):
         key = (builder, target, scheduler)
         if key not in cache:
             model = getattr(models, builder)()
-            cache[key] = (model, compile_model(model, targets[target], scheduler=scheduler, solver_time=5.0))
+            cache[key] = (model, compile_model(model, targets[target], scheduler=scheduler, solver_work=1.0))
         return cache[key]
     return get
 
@@ -252,12 +252,13 @@ def test_validator_refuses_rows_of_an_operator_without_row_structure(small):
 
 # -- bad input ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("seconds", ["0", "-1", "nan"])
-def test_solver_time_must_be_positive(tmp_path, capsys, seconds):
+@pytest.mark.parametrize("option,words", [("--solver-time", "solver time"), ("--solver-work", "work budget")])
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_solver_limits_must_be_positive(tmp_path, capsys, option, words, value):
     onnx.save(models.conv_net(), tmp_path / "m.onnx")
     line = _fails(capsys, ["compile", tmp_path / "m.onnx", "-t", "small", "-o", tmp_path / "m.cimp",
-                           "--scheduler", "cpsat", "--solver-time", seconds], tmp_path)
-    assert "solver time" in line
+                           "--scheduler", "cpsat", option, value], tmp_path)
+    assert words in line
 
 
 def test_a_buffer_too_small_for_one_set_is_refused(tmp_path, capsys):
@@ -275,14 +276,15 @@ def test_cli_cpsat_report_and_schedule_views(tmp_path, capsys):
     onnx.save(model, tmp_path / "m.onnx")
     np.savez(tmp_path / "c.npz", x=uniform(model, 16, seed=1))
     assert main(["compile", str(tmp_path / "m.onnx"), "-t", "small", "-o", str(tmp_path / "m.cimp"),
-                 "--calibration", str(tmp_path / "c.npz"), "--scheduler", "cpsat", "--solver-time", "3",
+                 "--calibration", str(tmp_path / "c.npz"), "--scheduler", "cpsat", "--solver-work", "1",
                  "--report-json", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
     assert "lower bound" in out and "CP-SAT" in out
     r = json.loads((tmp_path / "r.json").read_text())
     for key in ("makespan_cycles", "lower_bound_cycles", "gap", "pe_utilization", "copies", "solver_status",
-                "comparison"):
+                "comparison", "solver_work"):
         assert key in r
+    assert r["solver_limit"] == "work" and 0 < r["solver_work"]
     assert main(["inspect", str(tmp_path / "m.cimp"), "--schedule", "--format", "json"]) == 0
     sets = json.loads(capsys.readouterr().out)["sets"]
     used = {(s["operator"], s["copy"]) for s in sets if s["kind"] == "mvm"}
@@ -297,7 +299,7 @@ def test_segmented_models_schedule_and_run_across_layers(scheduler):
     from test_reprogramming import SIZES, _chip
     model = models.mlp(sizes=SIZES)
     whole = compile_model(model, _chip(4, 8))
-    program = compile_model(model, _chip(1, 8), allow_reprogramming=True, scheduler=scheduler, solver_time=3.0)
+    program = compile_model(model, _chip(1, 8), allow_reprogramming=True, scheduler=scheduler, solver_work=1.0)
     assert program.report["segments"] == 3 and set(program.report["copies"].values()) == {1}
     x = uniform(model, 8, seed=7)
     got = cimc.run(program, {"x": x})

@@ -15,7 +15,6 @@ no spare crossbars.
 from __future__ import annotations
 
 import heapq
-import time
 from dataclasses import replace
 from typing import Callable
 
@@ -88,21 +87,23 @@ def surrogate(problem: Problem, copies: dict[str, int], per_tile: int) -> Proble
 
 def improve_copies(copies: dict[str, int], work: dict[str, int], sets: dict[str, int],
                    sizes: dict[str, int], per_tile: int, available: int,
-                   evaluate: "Callable[[dict[str, int]], int]", seconds: float) -> tuple[dict[str, int], int]:
+                   evaluate: "Callable[[dict[str, int]], int]", evaluations: int) -> tuple[dict[str, int], int]:
     """Local search over copy counts from ``copies``: move crossbars from the layers that lose
     least by giving up a copy to the layers with the most work per copy, keeping a move when
-    ``evaluate`` (the makespan of a schedule under those counts) improves. Returns the best
-    counts and their makespan; stops at a local optimum or after ``seconds``."""
-    began = time.perf_counter()
+    ``evaluate`` (the makespan of a schedule under those counts) improves. The first ``width``
+    candidates on each side are tried; when none improves, twice as many (the bottleneck by work
+    per copy is not always the layer on the schedule's critical path). Returns the best counts
+    and their makespan; stops when no move of any width improves or after ``evaluations`` calls
+    of ``evaluate`` (a count, not a time, so the result does not depend on the machine)."""
     best, best_span = dict(copies), evaluate(copies)
-    improved = True
-    while improved and time.perf_counter() - began < seconds:
-        improved = False
+    spent, width = 1, 3
+    while spent < evaluations:
         receivers = sorted((n for n in best if best[n] < sets[n] and work.get(n)),
-                           key=lambda n: -work[n] / best[n])[:3]
-        donors = sorted((n for n in best if best[n] > 1), key=lambda n: work.get(n, 0) / (best[n] - 1))[:3]
-        for take in receivers:
-            for give in [None] + donors:
+                           key=lambda n: (-work[n] / best[n], n))
+        donors = sorted((n for n in best if best[n] > 1), key=lambda n: (work.get(n, 0) / (best[n] - 1), n))
+        moved = False
+        for take in receivers[:width]:
+            for give in [None] + donors[:width]:
                 if give == take:
                     continue
                 trial = dict(best)
@@ -112,11 +113,18 @@ def improve_copies(copies: dict[str, int], work: dict[str, int], sets: dict[str,
                 if not fits(sizes, trial, per_tile, available):
                     continue
                 span = evaluate(trial)
+                spent += 1
                 if span < best_span:
-                    best, best_span, improved = trial, span, True
+                    best, best_span, moved = trial, span, True
                     break
-                if time.perf_counter() - began >= seconds:
+                if spent >= evaluations:
                     return best, best_span
-            if improved:
+            if moved:
                 break
+        if moved:
+            width = 3
+        elif width >= max(len(receivers), len(donors)):
+            break                                   # a local optimum for every width
+        else:
+            width *= 2
     return best, best_span

@@ -205,7 +205,8 @@ def _cmd_compile(args: argparse.Namespace) -> None:
     print(f"  lower bound {r['lower_bound_cycles']} cycles (gap {100 * r['gap']:.1f} %); layers duplicated: "
           f"{duplicated} ({sum(r['copies'].values())} copies of {len(r['copies'])} layers); same mapping: "
           f"layer {r['comparison']['layer']}, clsa {r['comparison']['clsa']} cycles; layer by layer without "
-          f"duplication {r['comparison']['layer_one_copy']} cycles"
+          f"duplication {r['comparison']['layer_one_copy']} cycles; activation buffer peak "
+          f"{r['buffer_peak_kib']:.1f} KiB on tile {r['buffer_peak_tile']} (of {r['buffer_kib_per_tile']:g} KiB)"
           + (f"; CP-SAT {r['solver_status']} after {r['solver_work']:g} units of work "
              f"({program.pass_seconds['cpsat_solver']:.1f} s)" if r["solver_status"] else ""))
     if r.get("solver_limit") == "time":

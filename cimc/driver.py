@@ -27,6 +27,7 @@ from cimc.passes import adc_energy, sws as sws_pass
 from cimc.passes.fuse import fold_batch_norm, fold_channel_affine
 from cimc.passes.mapping import CrossbarSlot, Mapping, block_matrix, map_layers
 from cimc.passes.quantize import quantize
+from cimc.passes.schedule.buffers import buffer_peak
 from cimc.passes.schedule.clsa import schedule_clsa
 from cimc.passes.schedule.cost import CostModel
 from cimc.passes.schedule.cpsat import schedule_cpsat
@@ -211,6 +212,7 @@ def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target:
     bounds = lower_bounds(problem, target.total_crossbars)
     bound = max(bounds.values())
     makespan = schedule.makespan
+    peak = buffer_peak(problem, schedule)
     return {
         "lower_bound_cycles": int(bound), "lower_bounds": {k: int(v) for k, v in bounds.items()},
         "gap": (makespan - bound) / makespan if makespan else 0.0,
@@ -218,6 +220,8 @@ def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target:
         "solver_status": solver["status"], "solver_bound_cycles": solver["bound"],
         "solver_work": solver["work"], "solver_limit": solver["limit"],
         "comparison": {k: int(v) for k, v in solver["comparison"].items()},
+        "buffer_peak_kib": peak.bytes / 1024, "buffer_peak_tile": peak.tile, "buffer_peak_cycle": peak.cycle,
+        "buffer_kib_per_tile": target.buffer.kib_per_tile,
     }
 
 

@@ -305,3 +305,33 @@ def test_segmented_models_schedule_and_run_across_layers(scheduler):
     got = cimc.run(program, {"x": x})
     np.testing.assert_array_equal(got.outputs["y"], cimc.run(whole, {"x": x}).outputs["y"])
     assert got.stats["latency_cycles"] == program.report["makespan_cycles"] >= program.report["lower_bound_cycles"]
+
+
+# -- buffer occupancy ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("builder,target", CASES)
+def test_buffer_peak_equals_a_cycle_by_cycle_count(compiled_all, small, narrow, builder, target):
+    """The vectorized sweep against a plain count at every cycle where something changes."""
+    from cimc.passes.fuse import fold_batch_norm, fold_channel_affine
+    from cimc.passes.schedule.buffers import _held, buffer_peak
+    model, program = compiled_all(builder, target, "cpsat")
+    chip = {"small": small, "narrow": narrow}[target]
+    g = import_onnx(model).graph
+    fold_batch_norm(g) + fold_channel_affine(g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize(g, chip, {"x": uniform(model, 8, seed=0)})
+    mapping = map_layers(g, chip, False, None, program.report["copies"])
+    problem = build_problem(g, mapping, CostModel(chip, g, mapping))
+    assert [(t.node, t.out_rows) for t in program.schedule.tasks] == \
+        [(o[0].node, o[0].out_rows) for o in problem.options]
+    held = list(zip(*_held(problem, program.schedule)))
+    assert held, "every case has rows consumed by another set"
+    best = (0.0, 0, 0)
+    for tile, cycle in sorted({(tile, t) for tile, t, _, _ in held}):
+        level = sum(size for where, t0, t1, size in held if where == tile and t0 <= cycle < t1)
+        if level > best[0] + 1e-9:
+            best = (level, tile, cycle)
+    peak = buffer_peak(problem, program.schedule)
+    assert (peak.bytes, peak.tile, peak.cycle) == (round(best[0]), best[1], best[2])
+    assert program.report["buffer_peak_kib"] == peak.bytes / 1024 > 0

@@ -37,3 +37,7 @@ class InputError(CimcError):
 
 class MultiplierError(CimcError):
     """An unknown multiplier name, or a multiplier table file that cannot be read or is malformed."""
+
+
+class SweepError(CimcError):
+    """A sweep spec that does not validate, or a sweep that cannot start (executor, results folder)."""

@@ -92,23 +92,26 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--input", "-i", required=True, metavar="INPUTS.npz",
                    help="one array per model input, shaped like it or with an extra leading batch axis")
     r.add_argument("--level", default="ideal", choices=["ideal", "crossbar"],
-                   help="numerics level: ideal (exact integer products, lossless ADCs) or crossbar "
-                        "(bit slices, bit-serial inputs, per-column ADCs that clip) (default: ideal)")
+                   help="numerics level: ideal (exact integer products, lossless ADCs; on a bfloat16 chip, "
+                        "bfloat16 products with float32 sums) or crossbar (bit slices, bit-serial inputs, "
+                        "per-column ADCs that clip; on a bfloat16 chip the same as ideal) (default: ideal)")
     r.add_argument("--arithmetic", default="exact", choices=["exact", "onnxruntime"],
                    help="integer arithmetic of pre-quantized models' layers: exact (the ONNX specification "
                         "and the hardware's arithmetic) or onnxruntime (reproduce the int8 arithmetic of the "
                         "installed onnxruntime on this CPU: int16 pair saturation of x86 AVX2 kernels when it "
                         "has it); ideal level only (default: exact)")
     r.add_argument("--multiplier", metavar="NAME",
-                   help="programs for a digital target (e.g. sram): take every crossbar product with this "
-                        "approximate 8-bit multiplier (exact, or, pc<k>, or-t<t>, pc<k>-t<t>, mitchell, drum<k>, "
-                        "table; see `cimc multipliers`), sign-magnitude on the int8 codes, emulated exactly at the "
-                        "ideal level. Stats: multiplier_error (sum |approx - exact| / sum |exact| over the "
+                   help="programs for a digital target (sram: int8, sram-bf16: bfloat16): take every crossbar "
+                        "product with this approximate 8-bit multiplier (exact, or, pc<k>, or-t<t>, pc<k>-t<t>, "
+                        "mitchell, drum<k>, table; see `cimc multipliers`): sign-magnitude on the int8 codes, or "
+                        "on the bfloat16 significands with exact signs and exponents and float32 sums; emulated "
+                        "exactly at the ideal level. Stats: multiplier_error (sum |approx - exact| / sum |exact| over the "
                         "crossbar sums), and cycles and MAC energy scaled by the target's [multipliers] ratios "
                         "(multiplier_latency_cycles is an estimate; latency_cycles stays the compiled schedule's)")
     r.add_argument("--multiplier-table", metavar="FILE",
                    help="the 256x256 product table of the `table` multiplier (.npy, .npz with one array, or "
-                        "text/CSV integers 0..65535, row = activation magnitude); implies --multiplier table")
+                        "text/CSV integers 0..65535, row = activation magnitude or significand); implies "
+                        "--multiplier table")
     r.add_argument("--check", metavar="MODEL.onnx", help="run onnxruntime on the same inputs and compare")
     r.add_argument("--output", "-o", metavar="OUT.npz", help="write the outputs")
     r.add_argument("--stats-json", metavar="PATH", help="write run statistics as JSON")

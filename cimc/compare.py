@@ -9,17 +9,20 @@ import numpy as np
 from cimc.errors import ModelError
 
 
-def onnxruntime_outputs(model: "str | Path", inputs: dict[str, np.ndarray],
+def onnxruntime_outputs(model: "str | Path | bytes", inputs: dict[str, np.ndarray],
                         batched: bool) -> dict[str, np.ndarray]:
-    """Run the ONNX model in onnxruntime on the same inputs, one inference per leading index."""
+    """Run the ONNX model (a file, or its bytes) in onnxruntime on the same inputs, one inference per
+    leading index."""
     import onnxruntime as ort
 
     try:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                       providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ModelError(f"onnxruntime cannot load {model}: {str(exc).splitlines()[0]}") from None
+        name = "the model" if isinstance(model, bytes) else model
+        raise ModelError(f"onnxruntime cannot load {name}: {str(exc).splitlines()[0]}") from None
     names = [o.name for o in session.get_outputs()]
     feed_names = {i.name for i in session.get_inputs()}
     samples = inputs if batched else {k: v[None] for k, v in inputs.items()}

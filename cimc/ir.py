@@ -74,6 +74,12 @@ class CrossbarQuant:
     A pre-quantized model's layer also keeps the element type of its weights,
     ``w_type``, and their zero points, ``w_zero`` (``w_int`` is the stored integers
     minus ``w_zero``): which integer kernel a CPU runtime picks depends on them.
+
+    On a bfloat16 chip ``w_type`` is ``"bfloat16"``: ``w_int`` holds the words the
+    crossbars are programmed with, each weight's bfloat16 encoding read as an int16
+    (so a program stores them as it stores integer weights), inputs are rounded to
+    bfloat16 instead of quantized (``x_scale`` and ``w_scale`` are 1, ``x_zero`` 0),
+    and ``bias`` is added to the float32 sums.
     """
 
     x_scale: float

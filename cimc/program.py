@@ -8,7 +8,8 @@ sorted JSON keys), so one compile gives one byte sequence:
 ``manifest.json``   format name and version, cimc version, target, model hash, options
 ``program.json``    tensors, layers, vector operators, crossbars, per-tile instruction
                     streams, the schedule, the compile report
-``arrays/*.npy``    crossbar contents as programmed (``xbar/<id>``), the input gather and
+``arrays/*.npy``    crossbar contents as programmed (``xbar/<id>``: integer weights, or on a
+                    bfloat16 target the weights' bfloat16 encodings as int16), the input gather and
                     output scatter of sorted blocks (``xbar_rows/<id>``, ``xbar_cols/<id>``),
                     each column's ADC resolution (``xbar_adc/<id>``, (polarity, slice,
                     column), 0 = ADC off), quantization scales, biases, constants
@@ -44,7 +45,10 @@ from cimc.targets.codegen import PRIORITY
 FORMAT = "cimp"
 #: 3: sorted blocks (SWS) carry their row and output indices (xbar_rows/, xbar_cols/).
 #: 4: every block of an analog chip carries its columns' ADC resolutions (xbar_adc/).
-FORMAT_VERSION = 5
+#: 5: layer copies (weight duplication) and row sets.
+#: 6: targets may compute in bfloat16 (precision.format); their layers (quant w_type "bfloat16")
+#:    hold bfloat16 encodings as int16 words.
+FORMAT_VERSION = 6
 MAGIC = b"CIMP"
 _HEADER = struct.Struct("<4sI32s")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -228,11 +232,17 @@ def _check_contents(program: Program) -> None:
             if ins.get("op") not in known_ops or not isinstance(ins.get("t"), int):
                 raise ProgramError(f"unknown or malformed instruction {str(ins)[:80]}")
     layers = {n["name"]: n for n in program.nodes if "quant" in n}
+    for n in layers.values():
+        if (n["quant"].get("w_type") == "bfloat16") != program.target.bf16:
+            raise ProgramError(f"layer {n['name']} is {'not ' * program.target.bf16}a bfloat16 layer on target "
+                               f"{program.target.name} (precision.format {program.target.precision.format})")
     for x in program.crossbars:
         cells = program.arrays.get(f"xbar/{x['id']}")
         want = (x["rows"][1] - x["rows"][0], x["cols"][1] - x["cols"][0])
         if cells is None or cells.shape != want or cells.dtype.kind != "i":
             raise ProgramError(f"crossbar {x['id']} has no contents of shape {want}")
+        if program.target.bf16 and (cells.dtype != np.int16 or ((cells & 0x7F80) == 0x7F80).any()):
+            raise ProgramError(f"crossbar {x['id']} does not hold finite bfloat16 words (int16)")
         q, group = layers[x["layer"]]["quant"], x["group"]
         n_g = q["n"] // layers[x["layer"]]["attrs"].get("group", 1)
         for key, size, lo, hi in (("xbar_rows", want[0], 0, q["k"]),

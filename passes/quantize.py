@@ -7,6 +7,12 @@ seen on calibration data; unsigned when calibration never saw a negative value
 (post-ReLU tensors, raw pixels), which doubles their resolution. Everything
 after a crossbar's digital periphery (scale, bias) stays in float32, as on a
 GPEU.
+
+A bfloat16 chip (``precision.format = "bf16"``) needs no quantization: each
+weight is rounded to bfloat16 (nearest, ties to even) and the crossbars hold its
+16-bit encoding; activations are rounded to bfloat16 by the runtime at the
+crossbar input, and the periphery adds the float32 bias to the float32 sums
+(scales are 1). No calibration data is read.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cimc.errors import CapacityError, InputError
+from cimc.errors import CapacityError, InputError, ModelError
 from cimc.ir import CrossbarQuant, Graph, Node, QuantGrid
 from cimc.runtime.graph_eval import iter_eval
+from cimc.runtime.multipliers import bf16_bits
 from cimc.targets import Target
 
 #: Memory one calibration batch may take in the evaluator's largest unfolding.
@@ -119,12 +126,43 @@ def _given(node: Node, graph: Graph, target: Target) -> CrossbarQuant:
                          w_type=str(np.dtype(g["w_q"].dtype)), w_zero=np.broadcast_to(w_zero, (w_int.shape[1],)).copy())
 
 
+def bf16_encodings(w: np.ndarray) -> np.ndarray:
+    """The bfloat16 encodings of ``w`` as int16 words (int64 array), -0 stored as +0 (the same
+    weight): what a bfloat16 crossbar is programmed with. Raises ValueError if a weight rounds to
+    infinity."""
+    words = bf16_bits(w).view(np.int16).astype(np.int64)
+    return np.where(words == -(1 << 15), 0, words)
+
+
+def bf16_layer(graph: Graph, node: Node, target: Target) -> CrossbarQuant:
+    """A crossbar operator on a bfloat16 chip: its weights' encodings, unit scales, float32 bias."""
+    if "given_quant" in node.attrs:
+        raise CapacityError(f"layer {node.name} is quantized to integers by the model (QDQ or QOperator form); "
+                            f"target {target.name} computes in bfloat16 and holds no integer weights. Compile "
+                            f"the float model for it, or choose an integer target such as sram")
+    w = weight_matrix(graph, node).astype(np.float32)
+    try:
+        words = bf16_encodings(w)
+    except ValueError:
+        raise ModelError(f"layer {node.name} has weights up to {float(np.abs(w).max()):g}, which round to "
+                         f"infinity in bfloat16 (largest finite: 3.39e+38); they cannot be stored") from None
+    bias = graph.constant(node.inputs[2]) if len(node.inputs) > 2 else None
+    return CrossbarQuant(x_scale=1.0, x_bits=16, x_signed=True, w_int=words,
+                         w_scale=np.ones(w.shape[1], dtype=np.float32),
+                         bias=None if bias is None else np.asarray(bias, dtype=np.float32), w_type="bfloat16")
+
+
 def quantize(graph: Graph, target: Target, calibration: dict[str, np.ndarray] | None) -> dict[str, Range]:
     """Attach a :class:`CrossbarQuant` to every crossbar node; return the observed ranges.
 
     Operators a pre-quantized model already fixed keep the model's own numbers;
-    the others are calibrated.
+    the others are calibrated. On a bfloat16 chip every operator is :func:`bf16_layer`
+    and nothing is calibrated.
     """
+    if target.bf16:
+        for node in graph.crossbar_nodes():
+            node.attrs["quant"] = bf16_layer(graph, node, target)
+        return {}
     free = [n for n in graph.crossbar_nodes() if "given_quant" not in n.attrs]
     for node in graph.crossbar_nodes():
         if "given_quant" in node.attrs:

@@ -21,16 +21,24 @@ adds to the exact sums of the layers ORT runs that way, and average pools over
 the whole image between two grids round as ORT's quantized pool does (see
 :mod:`cimc.runtime.ort_arithmetic`). What cimc quantized itself is unaffected.
 
+Layers of a bfloat16 program (a target with ``precision.format = "bf16"``; their
+``w_type`` is ``bfloat16`` and their crossbars hold bfloat16 encodings) round their
+inputs to bfloat16 once per row instead of quantizing them, and multiply by the
+decoded weights in float32 BLAS (bfloat16 products are exact in float32) with a
+float32 accumulator, partial sums of other tiles included; the periphery adds the
+float32 bias. With no ADC and no bit slices to simulate, the ``crossbar`` level
+computes them as ``ideal`` does.
+
 A ``multiplier`` (programs for a digital target, ideal level; :func:`run`) replaces
-every crossbar product by an approximate 8-bit multiplier's sign-magnitude product
-(:mod:`cimc.runtime.multipliers`, int8 domain: centred activation codes and integer
-weights, both magnitudes at most 255). Each tile's assembled integer matrix is kept
-(int64, unfolded order) next to its float chunks, and its product with the codes is
-:func:`cimc.runtime.multipliers.matmul`: one BLAS product per distinct weight
-magnitude, exact integer sums, then the unchanged periphery. The exact product, which
-the run computes anyway, gives the ``multiplier_error`` statistic. The bfloat16 path
-(bf16 activations and weights, float32 accumulation) is not implemented: no target
-compiles to bfloat16 yet.
+every crossbar product by an approximate 8-bit multiplier's
+(:mod:`cimc.runtime.multipliers`): on integer programs the sign-magnitude product of
+the centred activation code and the integer weight (both magnitudes at most 255,
+exact integer sums, :class:`~cimc.runtime.multipliers.IntProduct`), on bfloat16
+programs the product of the significands with exact signs and exponents, float32
+accumulation (:class:`~cimc.runtime.multipliers.Bf16Product`). Each tile's
+assembled matrix is prepared once per run (its row tables built once, shared by the
+batch chunks); the unchanged periphery follows. The exact product, which the run
+computes anyway, gives the ``multiplier_error`` statistic.
 """
 
 from __future__ import annotations
@@ -89,6 +97,17 @@ class _Tile:
     buffers: dict[str, _Buffer] = field(default_factory=dict)
 
 
+def _bf16(node: dict) -> bool:
+    """Whether a crossbar layer computes in bfloat16 (compiled for a ``precision.format = "bf16"`` chip)."""
+    return node["quant"].get("w_type") == "bfloat16"
+
+
+def bf16_values(cells: np.ndarray) -> np.ndarray:
+    """The float32 weights a bfloat16 crossbar block holds (its cells store the bfloat16 encodings,
+    kept as int16 words in the program)."""
+    return (cells.astype(np.int16).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
 def _code_range(q: dict) -> tuple[int, int]:
     """DAC code range of a layer's inputs."""
     if q["x_signed"]:
@@ -107,7 +126,7 @@ class Machine:
 
     def __init__(self, program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
                  shortcut: bool = True, cells: dict | None = None, arithmetic: str = "exact",
-                 multiplier: mp.Multiplier | None = None) -> None:
+                 multiplier: mp.Multiplier | None = None, products: dict | None = None) -> None:
         self.p = program
         self.level = level
         self.multiplier = multiplier          # ideal level, digital chips: emulated crossbar products
@@ -132,8 +151,10 @@ class Machine:
         segmented = any(x["segment"] for x in program.crossbars)
         self.holding: dict[int, int | None] = {} if segmented else {x["xbar"]: 0 for x in program.crossbars}
         self._weights: dict[tuple[str, int, int], tuple[list[tuple[int, np.ndarray]], int, list]] = {}
-        # With a multiplier: (first row of K, the tile's integer matrix in unfolded order, int64)
-        self._int_weights: dict[tuple[str, int, int], tuple[int, np.ndarray]] = {}
+        # With a multiplier: (first row of K, the tile's matrix in unfolded order prepared for it),
+        # shared by the chunks like the cells (preparing builds the multiplier's row tables)
+        self.products: dict[tuple[str, int, int, int], tuple[int, mp.IntProduct | mp.Bf16Product]] = \
+            {} if products is None else products
         self._pairs: dict[tuple[str, int, tuple[int, int]], SaturatingPairs | None] = {}
         self._codes: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
         self._read_costs: dict[tuple[str, tuple[int, ...]], tuple[int, float]] = {}
@@ -160,8 +181,11 @@ class Machine:
         return buf
 
     def _acc_dtype(self, node: dict) -> type:
-        """float32 when no sum of the layer can reach 2^24 (then it is exact), float64 otherwise."""
+        """float32 when no sum of the layer can reach 2^24 (then it is exact), float64 otherwise;
+        float32 for a bfloat16 layer, whose accumulator is float32 by definition."""
         q = node["quant"]
+        if _bf16(node):
+            return np.float32
         w_peak = max((float(np.abs(self.p.arrays[f"xbar/{x['id']}"]).max(initial=0))
                       for x in self.layer_xbars[node["name"]]), default=0.0)
         bias_peak = float(np.abs(self.p.arrays.get(f"layer/{node['name']}/bias_int", np.zeros(1))).max())
@@ -360,6 +384,8 @@ class Machine:
         """ADC conversions and energy of one read of these crossbars: fixed by what is programmed,
         so computed once per crossbar set, not per instruction."""
         key = (layer, xbar_ids)
+        if self.p.target.adc is None:            # a digital chip: adder trees, no conversions
+            return 0, 0.0
         if key not in self._read_costs:
             wanted = set(xbar_ids)
             costs = [xb.adc_cost(self.xbar_cells(x), self.p.target.adc)
@@ -401,14 +427,16 @@ class Machine:
             r_lo, r_hi = (0, q["k"]) if node["op"] == "Conv" else \
                 (min(int(r.min()) for r in rows.values()), max(int(r.max()) for r in rows.values()) + 1)
             w = np.zeros((r_hi - r_lo, c_hi - c_lo), dtype=np.float64)
+            bf16 = _bf16(node)
             for x in xbars:
-                w[np.ix_(rows[x["id"]] - r_lo, cols[x["id"]] - c_lo)] += self.p.arrays[f"xbar/{x['id']}"]
+                cells = self.p.arrays[f"xbar/{x['id']}"]
+                w[np.ix_(rows[x["id"]] - r_lo, cols[x["id"]] - c_lo)] += bf16_values(cells) if bf16 else cells
             unfold = lambda m: m                     # noqa: E731
             if node["op"] == "Conv":                 # match the channels-last unfolding
                 kernel = tuple(node["attrs"]["kernel"])
                 unfold = lambda m: weights_khwc(m, q["k"] // (kernel[0] * kernel[1]), kernel)  # noqa: E731
             blocks = []
-            if self.level == "crossbar":
+            if self.level == "crossbar" and not bf16:
                 # Crossbar rows (the program's K order) among the unfolded input's columns.
                 where = np.argsort(unfold(np.arange(q["k"], dtype=np.float64)[:, None])[:, 0].astype(np.int64))
                 lo, _ = _code_range(q)
@@ -422,8 +450,11 @@ class Machine:
                         blocks.append(blk)
                         w[np.ix_(r - r_lo, c - c_lo)] -= xb.weighted(xc.cells, mask, cb)
             w = unfold(w)
-            if self.multiplier is not None:        # ideal level: w holds exact integers
-                self._int_weights[key] = (r_lo, w.astype(np.int64))
+            if self.multiplier is not None and key not in self.products:     # ideal level
+                self.products[key] = (r_lo, self._prepared(w, q, bf16))
+            if bf16:                                 # one float32 product: a float32 accumulator
+                self._weights[key] = ([(r_lo, w.astype(np.float32))], len(xbars), blocks, (c_lo, c_hi))
+                return self._weights[key]
             x_peak = _code_peak(q)
             w_peak = max(float(np.abs(w).max(initial=0)), 1.0)
             step = int((2 ** 24 - 1) // (x_peak * w_peak))
@@ -437,6 +468,14 @@ class Machine:
                       if w[k0:k0 + step].any() or not blocks]
             self._weights[key] = (chunks, len(xbars), blocks, (c_lo, c_hi))
         return self._weights[key]
+
+    def _prepared(self, w: np.ndarray, q: dict, bf16: bool) -> "mp.IntProduct | mp.Bf16Product":
+        """A tile's matrix prepared for the run's multiplier: bfloat16 values, or integer weights
+        against the layer's centred code range."""
+        if bf16:
+            return mp.Bf16Product(w, self.multiplier)
+        lo, hi = _code_range(q)
+        return mp.IntProduct(w.astype(np.int64), self.multiplier, (lo - q["x_zero"], hi - q["x_zero"]))
 
     def _saturates(self, node: dict) -> bool:
         """Whether this layer's pair sums saturate as in onnxruntime's kernels (onnxruntime arithmetic)."""
@@ -475,7 +514,8 @@ class Machine:
         return self._pairs[key]
 
     def _quantized(self, tile: _Tile, node: dict, tensor: str, rows: tuple[int, int]) -> np.ndarray:
-        """DAC codes of ``tensor`` for this layer, each row rounded once however many sets read it.
+        """DAC codes of ``tensor`` for this layer (a bfloat16 layer: its values rounded to bfloat16),
+        each row rounded once however many sets read it.
 
         Convolution inputs are kept channels-last, (B*N, H, W, C), for the unfolding.
         """
@@ -498,9 +538,13 @@ class Machine:
                 src, dst = to_nhwc(x, node["attrs"].get("rank", 2)), codes
             else:
                 src, dst = x, codes
+            dst[...] = src                    # the one layout change, then in-place passes
+            if _bf16(node):                   # bfloat16 at the crossbar input (inf and NaN kept)
+                dst[...] = mp.bf16_round(dst, finite=False)
+                done[first:last] = True
+                return codes
             # QuantizeLinear's arithmetic (float32 division, round half to even, saturate), then
             # the zero point taken off: crossbars see centred codes, padding included.
-            dst[...] = src                    # the one layout change, then in-place passes
             np.divide(dst, np.float32(q["x_scale"]), out=dst)
             np.rint(dst, out=dst)
             z = q["x_zero"]
@@ -550,9 +594,10 @@ class Machine:
                 xq = codes
             rows = xq.reshape(-1, xq.shape[-1])       # one large GEMM, not one per leading index
             part = None
-            for k0, w in chunks:
-                piece = rows[:, k0:k0 + w.shape[0]].astype(w.dtype, copy=False) @ w
-                part = piece if part is None else part.astype(np.float64) + piece
+            with np.errstate(over="ignore", invalid="ignore"):    # bfloat16 sums may leave float32, as on the chip
+                for k0, w in chunks:
+                    piece = rows[:, k0:k0 + w.shape[0]].astype(w.dtype, copy=False) @ w
+                    part = piece if part is None else part.astype(np.float64) + piece
             if self.multiplier is not None:
                 part = self._multiplied(node["name"], tile.index, g, copy, rows, part, stats)
             pairs = self._saturating_pairs(node["name"], tile.index, (c_lo, c_hi), copy) if saturates else None
@@ -593,16 +638,25 @@ class Machine:
                     stats: dict) -> np.ndarray:
         """The tile's crossbar sums with every product taken by the multiplier, and their error.
 
-        ``rows`` holds centred activation codes (integer-valued float32, |code| <= 255) and
-        the tile's integer matrix has |w| <= 255 (checked before the run), so
-        :func:`cimc.runtime.multipliers.matmul` gives the sums of sign-magnitude products
-        ``sign(x) sign(w) T[|x|, |w|]`` exactly (one BLAS product per distinct weight
-        magnitude). ``exact`` is the exact product the caller already has, for the error.
+        Integer layers: ``rows`` holds centred activation codes (integer-valued float32,
+        |code| <= 255) and the tile's integer matrix has |w| <= 255 (checked before the run),
+        so its :class:`~cimc.runtime.multipliers.IntProduct` gives the sums of sign-magnitude
+        products ``sign(x) sign(w) T[|x|, |w|]`` exactly. bfloat16 layers: ``rows`` holds
+        bfloat16 values and :class:`~cimc.runtime.multipliers.Bf16Product` multiplies their
+        significands, float32 sums. The exact multiplier's products are the exact ones:
+        ``exact``, the product the caller already has (also for the error), is returned.
         """
-        r_lo, w = self._int_weights[(layer, tile, group, copy)]
-        codes = rows[:, r_lo:r_lo + w.shape[0]].astype(np.int16)
-        approx = mp.matmul(codes, w, self.multiplier).astype(np.float64)
-        diff = approx - exact
+        if self.multiplier.name == "exact":
+            approx = exact
+        else:
+            r_lo, product = self.products[(layer, tile, group, copy)]
+            x = rows[:, r_lo:r_lo + product.shape[0]]
+            if isinstance(product, mp.IntProduct):
+                approx = product(x.astype(np.int16)).astype(np.float64)
+            else:
+                approx = product(x, rounded=True)          # rounded to bfloat16 by _quantized
+        with np.errstate(invalid="ignore"):            # inf - inf where a bf16 input was infinite
+            diff = approx.astype(np.float64) - exact
         stats["mult_abs_diff"] += float(np.abs(diff).sum())
         stats["mult_diff"] += float(diff.sum())
         stats["mult_abs_exact"] += float(np.abs(exact).sum(dtype=np.float64))
@@ -718,7 +772,7 @@ def resolve_multiplier(program: Program, multiplier: "str | mp.Multiplier | None
         peak = float(np.abs(program.arrays[f"xbar/{x['id']}"]).max(initial=0))
         peaks[x["layer"]] = max(peaks.get(x["layer"], 0.0), peak)
     for node in program.nodes:
-        if node["name"] not in peaks:
+        if node["name"] not in peaks or _bf16(node):      # bfloat16 significands are 8 bits wide
             continue
         q = node["quant"]
         x_peak, w_peak = _code_peak(q), peaks[node["name"]]
@@ -753,12 +807,14 @@ def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
     ``multiplier`` (a name from :func:`cimc.runtime.multipliers.get_multiplier`, or a
     :class:`~cimc.runtime.multipliers.Multiplier`; ``multiplier_table``: the 256x256 table file of
     the ``table`` multiplier, which a table alone implies): programs compiled for a digital target
-    only, at the ideal level. Every crossbar product becomes the multiplier's sign-magnitude
-    product ``sign(x) sign(w) T[|x|, |w|]`` of the centred activation code and the integer
-    weight (int8 domain: both magnitudes at most 255, else refused), emulated exactly by
-    :func:`~cimc.runtime.multipliers.matmul` (one BLAS product per distinct weight magnitude, no
-    per-product table lookup). The sums are exact integers (the issue's "float32 accumulation"
-    is the bfloat16 path, not implemented); scaling and bias are unchanged. ``exact`` gives the
+    only, at the ideal level. On an integer chip (``sram``) every crossbar product becomes the
+    multiplier's sign-magnitude product ``sign(x) sign(w) T[|x|, |w|]`` of the centred
+    activation code and the integer weight (int8 domain: both magnitudes at most 255, else
+    refused), summed exactly in integers (:class:`~cimc.runtime.multipliers.IntProduct`); on a
+    bfloat16 chip (``sram-bf16``) the product of the bfloat16 operands with the multiplier on
+    their 8-bit significands, signs and exponents exact, summed in float32
+    (:class:`~cimc.runtime.multipliers.Bf16Product`). Neither gathers a table entry per
+    multiply-accumulate; scaling and bias are unchanged. ``exact`` gives the
     very outputs of a run without a multiplier. Statistics added (see :func:`_summarize`):
     ``multiplier``, ``multiplier_error``, ``multiplier_bias``, the target's cost ratios, and the
     scaled MAC energy and latency estimate.
@@ -783,10 +839,11 @@ def run(program: Program, inputs: dict[str, np.ndarray], level: str = "ideal",
     starts = list(range(0, total, chunk))
     started = time.perf_counter()
     cells: dict = {}
+    products: dict = {}
 
     def one(begin: int) -> tuple[dict[str, np.ndarray], dict]:
         machine = Machine(program, {k: v[begin:begin + chunk] for k, v in arrays.items()}, level,
-                          shortcut, cells, arithmetic, mult)
+                          shortcut, cells, arithmetic, mult, products)
         stats = machine.execute()
         return machine.outputs, stats
 

@@ -44,16 +44,21 @@ The parameter ranges stop where a member would duplicate another: ``pc1`` is
 OR-based members never exceed the exact product (``x | y <= x + y``), and
 dropping result bits only lowers it further; Mitchell never exceeds it either.
 
-Emulated matrix products (:func:`matmul`, :func:`bf16_matmul`) never gather a
-table entry per multiply-accumulate: they split the weights by magnitude
-(significand) value ``v`` and run one BLAS product per distinct value,
-``Y = sum_v (s_x * T[|x|, v]) @ (s_w * [|w| == v])``, which is exactly the
-elementwise-table definition ``Y[m, n] = sum_k s_x s_w T[|x_mk|, |w_kn|]``.
-The cost is one dense BLAS product plus one table gather over the activations
-per distinct weight value. ``benchmarks/multipliers.py`` measures it against the
-best per-product gather we could write in numpy: on 2 cores the decomposition is
-several times faster for 4-bit weights (7 magnitudes) and roughly on par with,
-or slower than, the gather for full-range int8 weights (~120 magnitudes).
+Emulated matrix products (:class:`IntProduct` / :func:`matmul` on integers,
+:class:`Bf16Product` / :func:`bf16_matmul` on bfloat16) equal the elementwise-table
+definition ``Y[m, n] = sum_k s_x s_w T[|x_mk|, |w_kn|]`` (times the exponents'
+powers of two in bf16) without gathering one table entry per multiply-accumulate
+into an (M, K, N) array. A multiplier that factors as ``f(a) f(b)`` (exact,
+DRUM) is one BLAS product of mapped operands. Any other gets, per row k of the
+weights, a table ``L_k[c, :]`` of the signed products of every activation code
+``c`` with that row (built once per weight matrix: weights are fixed), and
+``Y = sum_k L_k[x[:, k]]`` is one ``take`` of M rows from a small table and one
+add per k: M x K x N additions in all, as many as the exact product's
+multiply-adds, but at numpy's gather speed rather than BLAS's (about 10x slower;
+``benchmarks/multipliers.py``). An earlier scheme, one BLAS product per distinct
+weight value (``sum_v T[x, v] @ [w == v]``), costs a full product and an (M, K)
+gather per value, 120-220x the exact product on int8 layers with ~120 weight
+magnitudes; the row tables replace it.
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -77,7 +82,13 @@ STANDARD_NAMES = ("exact", "or", "pc2", "pc3", "pc4", "or-t4", "pc4-t4", "mitche
 KNOWN_NAMES = ("exact, or, pc<k> (k = 2..7), or-t<t> and pc<k>-t<t> (t = 1..15), mitchell, "
                "drum<k> (k = 2..7), table (with a table file)")
 DOMAINS = ("bf16", "int8")
-CHUNK_ELEMENTS = 1 << 22                 # elements of one gathered activation block (32 MiB in float64)
+#: A prepared weight matrix keeps its row tables up to this size (a layer builds them once) ...
+TABLE_CACHE_BYTES = 128 << 20
+#: ... else it builds them this many bytes at a time, for every product.
+TABLE_CHUNK_BYTES = 4 << 20
+#: Largest weight exponent (``value = significand 2**exponent``) a bf16 table can scale by:
+#: a 16-bit table entry times ``2**111`` is float32's largest power of two, 2**127.
+MAX_TABLE_EXPONENT = 111
 
 Product = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -350,68 +361,129 @@ def _percent_cells(c: Characterization) -> list[str]:
 # Emulated matrix products
 # ----------------------------------------------------------------------------------------------
 
-def matmul(x, w, mult: Multiplier) -> np.ndarray:
-    """``Y[m, n] = sum_k sign(x_mk) sign(w_kn) T[|x_mk|, |w_kn|]`` exactly, as int64.
+def _gather_sum(index: np.ndarray, chunks: Iterable[np.ndarray], scale: np.ndarray | None, n: int,
+                dtype) -> np.ndarray:
+    """``Y[m, :] = sum_k scale[k, m] * L_k[index[k, m], :]``, summed in the order of k.
 
-    ``x`` (M, K) and ``w`` (K, N) are integer arrays with magnitudes up to 255
-    (signed int8 or significands). One BLAS product per distinct nonzero weight
-    magnitude, or a single one of mapped operands when the multiplier factors
-    (exact, DRUM); every partial sum is bounded by ``K * max(T)``, so the products
-    run in float32 when that is below 2**24 and in float64 (bound below 2**53)
-    otherwise, and both are exact.
+    ``index`` is (K, M) (any unsigned integers within the tables' rows), ``chunks`` yields the row tables
+    ``L_k`` (R, N) in order of k, a few at a time, ``scale`` is (K, M) or None. Each k is one
+    ``take`` of M rows from a table small enough to stay in cache, and one add: M x N work per
+    k, vectorized, and no (M, K, N) array ever exists.
     """
-    x, w = _operand_matrix(x, "x"), _operand_matrix(w, "w")
-    if x.shape[1] != w.shape[0]:
-        raise ValueError(f"matmul: x is {x.shape} and w is {w.shape}: inner dimensions differ")
-    table = mult.table()
-    bound = x.shape[1] * int(table.max())
-    if bound >= 1 << 53:
-        raise ValueError(f"matmul: K = {x.shape[1]} is too large for exact float64 sums")
-    dtype = np.float32 if bound < 1 << 24 else np.float64
-    if mult.operand is not None:                    # T[a, b] = f(a) f(b): one product of mapped operands
-        fx = (np.sign(x) * mult.operand(np.abs(x))).astype(dtype)
-        fw = (np.sign(w) * mult.operand(np.abs(w))).astype(dtype)
-        return (fx @ fw).astype(np.int64)
-    y = _decomposed(np.abs(x), np.sign(x).astype(dtype), np.abs(w), np.sign(w).astype(dtype), table, dtype)
-    return y.astype(np.int64)
+    m = index.shape[1]
+    y = np.zeros((m, n), dtype=dtype)
+    part = np.empty((m, n), dtype=dtype)
+    k = 0
+    for chunk in chunks:
+        for table in chunk:
+            np.take(table, index[k], axis=0, out=part, mode="clip")   # in range by construction
+            if scale is not None:
+                np.multiply(part, scale[k][:, None], out=part)
+            y += part
+            k += 1
+    return y
+
+
+def _chunked(build: Callable[[int, int], np.ndarray], k: int, bytes_per_row: int) -> Iterator[np.ndarray]:
+    """``build(k0, k1)`` over ``0..k`` in pieces of about :data:`TABLE_CHUNK_BYTES`."""
+    step = max(1, TABLE_CHUNK_BYTES // max(bytes_per_row, 1))
+    for k0 in range(0, k, step):
+        yield build(k0, min(k0 + step, k))
+
+
+class _RowTables:
+    """The row tables of one prepared weight matrix: kept when they fit :data:`TABLE_CACHE_BYTES`
+    (weights are fixed, so a layer builds them once), else rebuilt in pieces for every product."""
+
+    def __init__(self, build: Callable[[int, int], np.ndarray], k: int, bytes_per_row: int) -> None:
+        self.build, self.k, self.bytes_per_row = build, k, bytes_per_row
+        self.kept = build(0, k) if k * bytes_per_row <= TABLE_CACHE_BYTES else None
+
+    def chunks(self) -> Iterable[np.ndarray]:
+        return [self.kept] if self.kept is not None else _chunked(self.build, self.k, self.bytes_per_row)
 
 
 def _operand_matrix(a, what: str) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim != 2 or not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"matmul: {what} must be a 2-D integer array, got {a.ndim}-D {a.dtype}")
-    a = a.astype(np.int64)
-    if a.size and np.abs(a).max() >= SIZE:
-        raise ValueError(f"matmul: {what} has magnitudes up to {np.abs(a).max()}; the multiplier takes 0..{SIZE - 1}")
+    if a.size and np.abs(a.astype(np.int64)).max() >= SIZE:
+        raise ValueError(f"matmul: {what} has magnitudes up to {np.abs(a.astype(np.int64)).max()}; the "
+                         f"multiplier takes 0..{SIZE - 1}")
     return a
 
 
-def _decomposed(ax: np.ndarray, x_scale: np.ndarray, aw: np.ndarray, w_scale: np.ndarray,
-                table: np.ndarray, dtype) -> np.ndarray:
-    """``sum_v (x_scale * T[ax, v]) @ (w_scale * [aw == v])`` over the values v of ``aw`` where w_scale != 0.
+class IntProduct:
+    """An integer weight matrix ``w`` (K, N), |w| <= 255, prepared for emulated products with ``mult``.
 
-    When at most half the rows k of ``w`` hold a value, only those take part (a
-    value absent from a row contributes nothing there). Activations go in chunks
-    of rows so that the gathered (rows, K) block stays within
-    :data:`CHUNK_ELEMENTS`.
+    ``product(x)`` is ``Y[m, n] = sum_k sign(x_mk) sign(w_kn) T[|x_mk|, |w_kn|]``, exactly, as
+    int64. When the multiplier factors (exact, DRUM) it is one BLAS product of mapped operands,
+    in float32 when every partial sum stays below 2**24, else float64 (exact to 2**53).
+    Otherwise each row k of ``w`` gets a table ``L_k[c, n] = sign(c) sign(w_kn) T[|c|, |w_kn|]``
+    over the activation codes ``c`` (``codes``: the range every activation lies in, e.g. a
+    layer's code range; None: each call's own range), and ``Y = sum_k L_k[x[:, k]]`` is
+    summed by :func:`_gather_sum` in int32 (int64 when K x max(T) could reach 2**31). Rows of
+    ``w`` that are all zero take no part.
     """
-    (m, k), n = ax.shape, aw.shape[1]
-    columns = np.ascontiguousarray(table.T, dtype=dtype)       # columns[v] = T[:, v]
-    y = np.zeros((m, n), dtype=dtype)
-    step = max(1, CHUNK_ELEMENTS // max(k, n, 1))
-    used = w_scale != 0
-    for v in np.unique(aw[used]):
-        hit = used & (aw == v)
-        ks = np.flatnonzero(hit.any(axis=1))
-        if 2 * len(ks) > k:                                 # selecting rows would cost more than it saves
-            ks = slice(None)
-        indicator = np.where(hit[ks], w_scale[ks], 0).astype(dtype)
-        for start in range(0, m, step):
-            rows = slice(start, start + step)
-            block = columns[v][ax[rows, ks]]
-            block *= x_scale[rows, ks]
-            y[rows] += block @ indicator
-    return y
+
+    def __init__(self, w, mult: Multiplier, codes: tuple[int, int] | None = None) -> None:
+        w = _operand_matrix(w, "w").astype(np.int64)
+        self.mult, self.shape, self.codes = mult, w.shape, codes
+        table = mult.table()
+        bound = w.shape[0] * int(table.max(initial=0))
+        if bound >= 1 << 53:
+            raise ValueError(f"matmul: K = {w.shape[0]} is too large for exact float64 sums")
+        if mult.operand is not None:
+            self.dtype = np.float32 if bound < 1 << 24 else np.float64
+            codes = np.arange(-SIZE + 1, SIZE)
+            self.operand = (np.sign(codes) * mult.operand(np.abs(codes))).astype(self.dtype)   # f, signed
+            self.mapped = self.operand[w + SIZE - 1]
+            return
+        self.dtype = np.int32 if bound < 1 << 31 else np.int64
+        self.used = np.flatnonzero((w != 0).any(axis=1))
+        self.magnitude, self.sign = np.abs(w[self.used]), np.sign(w[self.used]).astype(self.dtype)
+        self._tables: dict[tuple[int, int], _RowTables] = {}
+
+    def _tables_for(self, lo: int, hi: int) -> _RowTables:
+        """Tables over the codes ``lo..hi`` (one per range, built on first use)."""
+        tables = self._tables.get((lo, hi))
+        if tables is None:
+            codes = np.arange(lo, hi + 1)
+            # columns[v] = the signed products of every code with magnitude v
+            columns = np.ascontiguousarray((np.sign(codes)[:, None] * self.mult.table()[np.abs(codes)]).T,
+                                           dtype=self.dtype)
+
+            def build(k0: int, k1: int) -> np.ndarray:
+                rows = columns[self.magnitude[k0:k1]]                                       # (k, N, R)
+                rows *= self.sign[k0:k1, :, None]
+                return np.ascontiguousarray(rows.transpose(0, 2, 1))
+
+            itemsize = np.dtype(self.dtype).itemsize
+            tables = self._tables[(lo, hi)] = _RowTables(build, len(self.used), codes.size * self.shape[1] * itemsize)
+        return tables
+
+    def __call__(self, x) -> np.ndarray:
+        x = _operand_matrix(x, "x")
+        if x.shape[1] != self.shape[0]:
+            raise ValueError(f"matmul: x is {x.shape} and w is {self.shape}: inner dimensions differ")
+        if self.mult.operand is not None:
+            return (self.operand[x.astype(np.int16) + (SIZE - 1)] @ self.mapped).astype(np.int64)
+        x = x[:, self.used]
+        lo, hi = self.codes if self.codes is not None else (int(x.min(initial=0)), int(x.max(initial=0)))
+        if x.size and (x.min() < lo or x.max() > hi):
+            raise ValueError(f"matmul: activations {x.min()}..{x.max()} outside the prepared codes {lo}..{hi}")
+        index = np.ascontiguousarray((x.astype(np.int16) - np.int16(lo)).T).view(np.uint16)
+        return _gather_sum(index, self._tables_for(lo, hi).chunks(), None, self.shape[1], self.dtype).astype(np.int64)
+
+
+def matmul(x, w, mult: Multiplier) -> np.ndarray:
+    """``Y[m, n] = sum_k sign(x_mk) sign(w_kn) T[|x_mk|, |w_kn|]`` exactly, as int64.
+
+    ``x`` (M, K) and ``w`` (K, N) are integer arrays with magnitudes up to 255 (signed int8
+    or significands); see :class:`IntProduct`, which a caller multiplying by the same weights
+    many times should keep.
+    """
+    return IntProduct(w, mult)(x)
 
 
 @dataclass(frozen=True)
@@ -428,23 +500,32 @@ class Bf16Parts:
     exponent: np.ndarray     # int64, -133..120
 
 
-def bf16_bits(x) -> np.ndarray:
-    """The bfloat16 bit patterns (uint16) of ``x`` rounded from float32 to nearest, ties to even."""
-    bits = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-    if ((rounded & 0x7F80) == 0x7F80).any():
+def bf16_bits(x, finite: bool = True) -> np.ndarray:
+    """The bfloat16 bit patterns (uint16) of ``x`` rounded from float32 to nearest, ties to even.
+
+    ``finite``: refuse values that are, or round to, infinity or NaN; otherwise they are kept
+    as IEEE rounding has them (beyond the largest bfloat16, infinity; NaN stays NaN).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bits = x.view(np.uint32)
+    # 32-bit arithmetic: only NaNs (0xFFFF8000 and up) can wrap, and they are set below
+    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
+    nan = np.isnan(x)
+    if nan.any():
+        rounded[nan] = 0x7FC0                # a NaN's low bits could carry into inf, or wrap
+    if finite and ((rounded & 0x7F80) == 0x7F80).any():
         raise ValueError("bf16 operands must be finite after rounding to bfloat16 (inf and NaN have no "
                          "significand to multiply)")
     return rounded
 
 
-def bf16_round(x) -> np.ndarray:
-    """``x`` rounded to bfloat16 (nearest, ties to even), as float32."""
-    return (bf16_bits(x).astype(np.uint32) << 16).view(np.float32)
+def bf16_round(x, finite: bool = True) -> np.ndarray:
+    """``x`` rounded to bfloat16 (nearest, ties to even), as float32 (``finite``: see :func:`bf16_bits`)."""
+    return (bf16_bits(x, finite).astype(np.uint32) << 16).view(np.float32)
 
 
 def bf16_split(x) -> Bf16Parts:
-    """Sign, significand (hidden bit included) and exponent of ``x`` rounded to bfloat16."""
+    """Sign, significand (hidden bit included) and exponent of ``x`` rounded to bfloat16 (finite)."""
     bits = bf16_bits(x).astype(np.int64)
     field_exp, fraction = (bits >> 7) & 0xFF, bits & 0x7F
     significand = np.where(field_exp > 0, fraction | 0x80, fraction)
@@ -452,27 +533,103 @@ def bf16_split(x) -> Bf16Parts:
     return Bf16Parts(sign, significand, np.maximum(field_exp, 1) - 127 - 7)
 
 
-def bf16_matmul(x, w, mult: Multiplier) -> np.ndarray:
-    """A float32 matrix product whose multiplies are bfloat16 multiplies with ``mult`` on the significands.
+def _operand(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Finite bfloat16 values (float32) as (significand uint8, ``sign 2**exponent`` float32), so that
+    ``x == significand * scale``: the fields of :func:`bf16_split`, in a few 32-bit passes.
 
-    Operands are converted to float32 and rounded to bfloat16 (nearest, ties to
-    even; finite only). Each product is
-    ``sign_x sign_w T[sig_x, sig_w] 2**(e_x + e_w)``: exact signs and exponents,
-    approximate significand product, no rounding of the product. Grouping by the
-    weight significand ``v``, the exponent scale splits into an activation factor
-    ``sign_x 2**e_x`` (applied to ``T[sig_x, v]``) and a weight factor
-    ``sign_w 2**e_w`` (on the indicator of ``v``). Accumulation: every product is
-    exact in float64 (a 16-bit integer times a power of two in range), the
-    products are summed by float64 BLAS in its own order, and the sum is rounded
-    once to float32 (a wide accumulator, then one rounding). ``x`` is (M, K),
-    ``w`` is (K, N); returns (M, N) float32.
+    Clearing the fraction of a normal number leaves ``sign 2**(E - 127)``, and ``2**-7`` more is
+    the scale (exact: at least 2**-133); the significand is the fraction with the hidden bit set.
+    A zero gets scale 0 (its significand, 128, then does not matter); subnormals, found only
+    when present, keep their fraction with the smallest scale, ``2**-133``.
     """
-    x, w = np.asarray(x), np.asarray(w)
-    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
-        raise ValueError(f"bf16_matmul: need (M, K) and (K, N) operands, got {x.shape} and {w.shape}")
-    px, pw = bf16_split(x), bf16_split(w)
-    x_scale = np.ldexp(px.sign.astype(np.float64), px.exponent)
-    w_scale = np.ldexp(pw.sign.astype(np.float64), pw.exponent)
-    y = _decomposed(px.significand, x_scale, pw.significand, w_scale, mult.table(), np.float64)
-    with np.errstate(over="ignore"):                 # beyond float32's range is inf, as in hardware
-        return y.astype(np.float32)
+    bits = x.view(np.uint32)
+    scale = (bits & np.uint32(0xFF800000)).view(np.float32) * np.float32(2.0 ** -7)
+    significand = (bits >> 16).astype(np.uint8) | np.uint8(0x80)
+    if np.count_nonzero(scale) != np.count_nonzero(x):
+        subnormal = (scale == 0) & (x != 0)
+        scale[subnormal] = np.copysign(np.float32(2.0 ** -133), x[subnormal])
+        significand[subnormal] &= np.uint8(0x7F)
+    return significand, scale
+
+
+class Bf16Product:
+    """A weight matrix ``w`` (K, N) rounded to bfloat16 and prepared for products with ``mult``.
+
+    ``product(x)`` rounds ``x`` (M, K) to bfloat16 and returns, in float32,
+    ``Y[m, n] = sum_k sign_x sign_w T[sig_x, sig_w] 2**(e_x + e_w)``: exact signs and
+    exponents, the multiplier on the 8-bit significands (hidden bit included; subnormals
+    keep theirs, no flush to zero), each product rounded once to float32 (exact unless it
+    leaves float32's range: a 16-bit integer times a power of two), accumulated in float32.
+    The order of the float32 additions is the implementation's, as an adder tree's is:
+    BLAS's for multipliers that factor (exact, DRUM: one product of mapped operands, which
+    for ``exact`` is the plain bfloat16 product), the order of k otherwise, where each row
+    k of ``w`` gets a table ``L_k[s, n] = T[s, sig_w] sign_w 2**e_w`` over the significands
+    ``s`` and the activation side contributes ``sign_x 2**e_x`` per element
+    (:func:`_gather_sum`). Activations that are, or round to, infinity or NaN contribute
+    as IEEE arithmetic has them (``inf * w``, NaN). Weights must be finite in bfloat16, and
+    below 2**119 in magnitude for a multiplier that does not factor (its float32 tables
+    hold ``T 2**e_w``).
+    """
+
+    def __init__(self, w, mult: Multiplier) -> None:
+        w = np.asarray(w, dtype=np.float32)
+        if w.ndim != 2:
+            raise ValueError(f"bf16_matmul: w must be a 2-D array, got {w.ndim}-D")
+        parts = bf16_split(w)
+        self.mult, self.shape = mult, w.shape
+        self.values = bf16_round(w)
+        if mult.operand is not None:
+            self.operand = mult.operand(np.arange(SIZE)).astype(np.float32)        # f on significands
+            self.mapped = self._mapped(self.values)
+            return
+        if (parts.exponent[parts.sign != 0] > MAX_TABLE_EXPONENT).any():
+            raise MultiplierError(f"a weight of magnitude 2**{MAX_TABLE_EXPONENT + 8} or more is beyond the "
+                                  f"emulation of bfloat16 multiplier {mult.name} (its products' float32 "
+                                  f"tables would overflow)")
+        self.used = np.flatnonzero((parts.sign != 0).any(axis=1))
+        significand = parts.significand[self.used]
+        scale = np.ldexp(parts.sign[self.used].astype(np.float64), parts.exponent[self.used]).astype(np.float32)
+        columns = np.ascontiguousarray(mult.table().T, dtype=np.float32)              # columns[v] = T[:, v]
+
+        def build(k0: int, k1: int) -> np.ndarray:
+            rows = columns[significand[k0:k1]]                                              # (k, N, 256)
+            rows *= scale[k0:k1, :, None]
+            return np.ascontiguousarray(rows.transpose(0, 2, 1))
+
+        self.tables = _RowTables(build, len(self.used), SIZE * w.shape[1] * 4)
+
+    def _mapped(self, values: np.ndarray) -> np.ndarray:
+        """``sign f(significand) 2**exponent`` of finite bfloat16 values, in float32 (exact: at most
+        8 significant bits, below float32's largest)."""
+        significand, scale = _operand(values)
+        return self.operand[significand] * scale
+
+    def __call__(self, x, rounded: bool = False) -> np.ndarray:
+        """``x`` (M, K) times the weights; ``rounded``: ``x`` already holds bfloat16 values."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.shape[0]:
+            raise ValueError(f"bf16_matmul: need (M, K) and (K, N) operands, got {x.shape} and {self.shape}")
+        if not rounded:
+            x = bf16_round(x, finite=False)
+        odd = ~np.isfinite(x)
+        special = bool(odd.any())
+        if special:
+            extreme, x = np.where(odd, x, np.float32(0)), np.where(odd, np.float32(0), x)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):   # inf and NaN as in IEEE hardware
+            if self.mult.name == "exact":
+                y = x @ self.values
+            elif self.mult.operand is not None:
+                y = self._mapped(x) @ self.mapped
+            else:
+                significand, scale = _operand(np.ascontiguousarray(x[:, self.used].T))
+                y = _gather_sum(significand, self.tables.chunks(), scale, self.shape[1], np.float32)
+            if special:                                      # IEEE's inf and NaN terms
+                y += extreme @ self.values
+        return y
+
+
+def bf16_matmul(x, w, mult: Multiplier) -> np.ndarray:
+    """A float32 matrix product whose multiplies are bfloat16 multiplies with ``mult`` on the
+    significands: ``x`` (M, K) and ``w`` (K, N) rounded to bfloat16, see :class:`Bf16Product`
+    (which a caller multiplying by the same weights many times should keep)."""
+    return Bf16Product(w, mult)(x)

@@ -6,11 +6,18 @@ parameters are named, typed and range-checked. Each field carries its accepted
 range in its metadata; :func:`load_target` refuses unknown keys, wrong types and
 out-of-range values with a message naming the field.
 
+Digital chips may compute in bfloat16 (``precision.format = "bf16"``, 16-bit
+weights and activations): weights stored as bfloat16, activations rounded to
+bfloat16 at the crossbar inputs, products of significands on the chosen
+multiplier, float32 accumulation; no quantization. Each MVM applies the 8-bit
+significand in ``dac_bits`` steps (:attr:`Target.input_chunks`).
+
 Digital chips (``crossbar.kind = "digital"``) may carry a ``[multipliers]``
 table, the cost model of their multiply-accumulates (see :class:`Multipliers`)::
 
     [multipliers]
-    mac_pj = 0.05                             # one multiply-accumulate, exact multiplier
+    mac_pj = 0.05                             # one multiply-accumulate, exact multiplier, in the
+                                              # chip's number format (int8 or bf16)
     exact = { cycles = 1.0, energy = 1.0 }    # the reference (implied)
     or = { cycles = 0.57, energy = 0.75 }     # ratios to the exact multiplier
 
@@ -56,10 +63,17 @@ class Crossbar:
                             "scheme s1 needs)", "shared", choices=("shared", "per_group"))
 
 
+#: Bits of a bfloat16 significand, hidden bit included: what a bf16 chip's arrays multiply.
+BF16_SIGNIFICAND_BITS = 8
+
+
 @dataclass(frozen=True)
 class Precision:
     weight_bits: int = _f(2, 16, "signed weight width, sign included")
     activation_bits: int = _f(2, 16, "activation width at crossbar inputs")
+    format: str = _f(0, 0, "number format of crossbar operands: int (integer weights and activation codes, "
+                     "exact integer sums) or bf16 (bfloat16 weights and activations, float32 accumulation; "
+                     "digital chips, 16-bit widths)", "int", choices=("int", "bf16"))
 
 
 @dataclass(frozen=True)
@@ -186,8 +200,15 @@ class Target:
         return self.crossbar.cols // self.columns_per_weight
 
     @property
+    def bf16(self) -> bool:
+        return self.precision.format == "bf16"
+
+    @property
     def input_chunks(self) -> int:
-        return math.ceil(self.precision.activation_bits / self.crossbar.dac_bits)
+        """Reads per MVM: the input bits in ``dac_bits`` steps. A bf16 chip applies only the
+        activation's significand to its arrays (sign and exponent go to the periphery's adders)."""
+        bits = BF16_SIGNIFICAND_BITS if self.bf16 else self.precision.activation_bits
+        return math.ceil(bits / self.crossbar.dac_bits)
 
     @property
     def mesh_width(self) -> int:
@@ -255,6 +276,13 @@ def _check_consistency(t: Target, where: str) -> None:
     if t.adc is not None and t.adc.per_crossbar > t.crossbar.cols:
         raise TargetError(f"{where}: adc.per_crossbar ({t.adc.per_crossbar}) exceeds crossbar.cols "
                           f"({t.crossbar.cols}): a crossbar has at most one ADC per column")
+    if t.bf16 and not t.digital:
+        raise TargetError(f"{where}: precision.format = \"bf16\" needs a digital chip (crossbar.kind = "
+                          f"\"digital\"): analog columns add currents and cannot hold floating-point numbers")
+    if t.bf16 and (t.precision.weight_bits, t.precision.activation_bits) != (16, 16):
+        raise TargetError(f"{where}: precision.format = \"bf16\" stores 16-bit words; set precision.weight_bits "
+                          f"and precision.activation_bits to 16 (got {t.precision.weight_bits} and "
+                          f"{t.precision.activation_bits})")
     if t.outputs_per_crossbar < 1:
         raise TargetError(f"{where}: crossbar.cols ({t.crossbar.cols}) cannot hold one weight, which "
                           f"needs {t.columns_per_weight} columns (differential pair of "

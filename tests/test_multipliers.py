@@ -259,7 +259,7 @@ def _definition(x: np.ndarray, w: np.ndarray, mult: Multiplier) -> np.ndarray:
     return mult.multiply_signed(x[:, :, None], w[None, :, :]).sum(axis=1)
 
 
-MATMUL_MULTIPLIERS = {name: get_multiplier(name) for name in ("exact", "or", "pc3", "pc4-t4", "mitchell", "drum4")}
+MATMUL_MULTIPLIERS = {name: get_multiplier(name) for name in mm.STANDARD_NAMES + ("pc7-t2", "drum3")}
 MATMUL_MULTIPLIERS["random"] = RANDOM
 
 
@@ -276,14 +276,24 @@ def test_matmul_is_the_definition(seed, name, limit, m, k, n, distinct, zeros):
     assert (matmul(x.astype(np.int16), w, mult) == _definition(x, w, mult)).all()
 
 
-def test_matmul_chunks_and_row_selection(monkeypatch):
-    monkeypatch.setattr(mm, "CHUNK_ELEMENTS", 64)            # a few activation rows per BLAS call
+def test_matmul_table_pieces_and_reuse(monkeypatch):
+    """Row tables rebuilt in pieces of one row for every call give the same sums as kept ones."""
     rng = np.random.default_rng(3)
     x = rng.integers(-128, 128, (50, 40))
-    w = rng.integers(-128, 128, (40, 3))                      # each value in few rows: selected rows
+    w = rng.integers(-128, 128, (40, 3))
+    w[[0, 7, 39]] = 0                                         # all-zero rows take no part
     for mult in (get_multiplier("pc2"), RANDOM):
-        assert (matmul(x, w, mult) == _definition(x, w, mult)).all()
-        assert (matmul(x, np.tile(w[:1], (40, 1)), mult) == _definition(x, np.tile(w[:1], (40, 1)), mult)).all()
+        kept = mm.IntProduct(w, mult, codes=(-128, 127))
+        assert kept._tables_for(-128, 127).kept is not None
+        assert (kept(x) == _definition(x, w, mult)).all() and (kept(x[:3]) == _definition(x[:3], w, mult)).all()
+        with monkeypatch.context() as m:
+            m.setattr(mm, "TABLE_CACHE_BYTES", 0)
+            m.setattr(mm, "TABLE_CHUNK_BYTES", 1)
+            pieces = mm.IntProduct(w, mult)
+            assert pieces._tables_for(-128, 127).kept is None
+            assert (pieces(x) == _definition(x, w, mult)).all()
+    with pytest.raises(ValueError, match="outside the prepared codes"):
+        mm.IntProduct(w, RANDOM, codes=(0, 255))(x)
 
 
 def test_matmul_float64_when_float32_is_not_exact():
@@ -329,7 +339,8 @@ def test_bf16_split_reconstructs():
 
 
 def _bf16_definition(x, w, mult) -> np.ndarray:
-    """sum_k s_x s_w T[sig_x, sig_w] 2**(e_x + e_w), one table entry per multiply (float64, exact here)."""
+    """sum_k s_x s_w T[sig_x, sig_w] 2**(e_x + e_w), one table entry per multiply, summed in float64 and
+    rounded once to float32 (equal to any float32 summation order when the float32 sums are exact)."""
     px, pw = bf16_split(x), bf16_split(w)
     t = mult.table()[px.significand[:, :, None], pw.significand[None, :, :]]
     terms = np.ldexp((px.sign[:, :, None] * pw.sign[None, :, :] * t).astype(np.float64),
@@ -337,17 +348,74 @@ def _bf16_definition(x, w, mult) -> np.ndarray:
     return terms.sum(axis=1).astype(np.float32)
 
 
-@given(seed=st.integers(0, 2**32 - 1), name=st.sampled_from(sorted(MATMUL_MULTIPLIERS)),
-       m=st.integers(1, 8), k=st.integers(1, 60), n=st.integers(1, 20))
-def test_bf16_matmul_is_the_definition(seed, name, m, k, n):
-    """Exponents within 2**-8..2**8: every float64 sum is exact, so both sides must agree to the bit."""
+BF16_MULTIPLIERS = MATMUL_MULTIPLIERS
+
+
+def _bf16_operands(rng, shape, exponents, zeros: float, subnormal: bool = False) -> np.ndarray:
+    """Random bfloat16 values: any significand, either sign, exponents from ``exponents``, some zeros;
+    ``subnormal``: significands 1..127 at the smallest exponent instead (2**-133 .. 127 * 2**-133)."""
+    if subnormal:
+        values = np.ldexp(rng.integers(1, 128, shape).astype(np.float64), -133)
+    else:
+        values = np.ldexp(rng.integers(128, 256, shape).astype(np.float64), rng.choice(exponents, shape))
+    values *= rng.choice([-1.0, 1.0], shape)
+    return np.where(rng.random(shape) < zeros, 0.0, values).astype(np.float32)
+
+
+@given(seed=st.integers(0, 2**32 - 1), name=st.sampled_from(sorted(BF16_MULTIPLIERS)),
+       m=st.integers(1, 8), k=st.integers(1, 12), n=st.integers(1, 20), zeros=st.floats(0, 0.5),
+       subnormal=st.booleans())
+def test_bf16_matmul_is_the_definition(seed, name, m, k, n, zeros, subnormal):
+    """Products within 2**4 of each other and at most 12 terms: every float32 partial sum is exact
+    (below 2**24 units of the smallest product), so any summation order must give the definition
+    to the bit. Subnormal activations (kept, not flushed) meet weights near 2**100."""
     rng = np.random.default_rng(seed)
-    mult = MATMUL_MULTIPLIERS[name]
-    x = (rng.normal(size=(m, k)) * 2.0 ** rng.integers(-8, 8, (m, k))).astype(np.float32)
-    w = np.where(rng.random((k, n)) < 0.2, 0, rng.normal(size=(k, n)) * 2.0 ** rng.integers(-8, 8, (k, n)))
-    y = bf16_matmul(x, w.astype(np.float32), mult)
+    mult = BF16_MULTIPLIERS[name]
+    x = _bf16_operands(rng, (m, k), [-10, -9], zeros, subnormal)
+    w = _bf16_operands(rng, (k, n), [95, 96, 97] if subnormal else [-4, -3, -2], zeros)
+    assert (bf16_round(x) == x).all() and (bf16_round(w) == w).all()
+    y = bf16_matmul(x, w, mult)
     assert y.dtype == np.float32
     assert (y == _bf16_definition(x, w, mult)).all()
+
+
+@pytest.mark.parametrize("name", sorted(BF16_MULTIPLIERS))
+def test_bf16_matmul_is_close_to_the_definition_on_wide_ranges(name):
+    """Realistic ranges (float32 sums round): within float32 accumulation's bound of the exact sum."""
+    rng = np.random.default_rng(11)
+    mult = BF16_MULTIPLIERS[name]
+    x = (rng.normal(size=(20, 300)) * 2.0 ** rng.integers(-6, 6, (20, 300))).astype(np.float32)
+    w = (rng.normal(0, 0.05, (300, 9)) * (rng.random((300, 9)) > 0.3)).astype(np.float32)
+    px, pw = bf16_split(x), bf16_split(w)
+    terms = np.ldexp((px.sign[:, :, None] * pw.sign[None] * mult.table()[px.significand[:, :, None],
+                                                                         pw.significand[None]]).astype(np.float64),
+                     px.exponent[:, :, None] + pw.exponent[None])
+    bound = 300 * 2.0 ** -24 * np.abs(terms).sum(axis=1)
+    assert (np.abs(bf16_matmul(x, w, mult) - terms.sum(axis=1)) <= bound).all()
+
+
+def test_bf16_or_hand_worked():
+    # 1.375 = 1.011b (significand 176) times 1.625 = 1.101b (208): `or` gives 32512 (see
+    # test_or_hand_worked), scaled by 2**-14: 1.984375 where the exact product is 2.234375.
+    mult = get_multiplier("or")
+    assert bf16_matmul(np.array([[1.375]]), np.array([[1.625]]), mult)[0, 0] == 1.984375
+    # -2.75 x 0.40625 = (-1.375 x 2**1)(1.625 x 2**-2): signs and exponents exact, -1.984375 / 2.
+    # Two products sum in float32: adding 1.0 x 1.0 (129 is not involved: 128 x 128 = 2**14 exact).
+    y = bf16_matmul(np.array([[-2.75, 1.0]]), np.array([[0.40625], [1.0]]), mult)
+    assert y[0, 0] == -0.9921875 + 1.0
+
+
+def test_bf16_matmul_special_values():
+    mult = get_multiplier("pc3")
+    x = np.array([[np.inf, 1.0], [1.0, 2.0], [np.nan, 0.0], [3.4e38, 1.0]], dtype=np.float32)
+    w = np.array([[2.0, 0.0], [1.0, -1.0]], dtype=np.float32)
+    y = bf16_matmul(x, w, mult)
+    assert y[0, 0] == np.inf and np.isnan(y[0, 1])               # inf x 0 is NaN, as in IEEE arithmetic
+    assert (y[1] == bf16_matmul(x[1:2], w, mult)[0]).all() and np.isfinite(y[1]).all()
+    assert np.isnan(y[2]).all() and y[3, 0] == np.inf           # 3.4e38 rounds to inf in bfloat16
+    with pytest.raises(MultiplierError, match=r"2\*\*119"):
+        bf16_matmul(x, np.array([[2.0 ** 119], [1.0]], dtype=np.float32), mult)
+    assert bf16_matmul(np.ones((1, 1)), np.array([[2.0 ** 119]]), get_multiplier("exact"))[0, 0] == 2.0 ** 119
 
 
 def test_bf16_matmul_exact_multiplier_is_a_bf16_product():

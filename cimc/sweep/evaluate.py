@@ -9,7 +9,6 @@ and how long.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import time
@@ -31,11 +30,13 @@ _threads = 1
 
 
 def set_threads(count: int) -> None:
-    """Threads one task may use (runtime chunks and BLAS): a pool of N workers on C cores gives
-    each C // N, so the workers do not fight over the cores."""
+    """Threads one task may use for the runtime's batch chunks: a pool of N workers on C cores
+    gives each C // N, so the workers do not fight over the cores. BLAS stays on one thread:
+    a sweep's matrices are small (one inference of a point, one chunk of an accuracy run), too
+    small for threaded BLAS to pay for its synchronization."""
     global _threads
     _threads = max(1, count)
-    threadpool_limits(limits=_threads)
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def run_task(task: Task, data: "ModelData | ModelRef") -> dict:

@@ -60,5 +60,5 @@ def sweep(spec: "str | Path | dict | SweepSpec", output: "str | Path | None" = N
                + (f"; {failed} points failed (see the error column)" if failed else ""))
     outputs = report.write(result, folder, summary)
     files = (f"{outputs.csv.name}" + (f", {outputs.parquet.name}" if outputs.parquet else "")
-             + f", {len(outputs.plots)} plots in {report.PLOTS}/, {outputs.report.name}")
+             + f", {len(outputs.plots) // 2} plots (SVG and PNG) in {report.PLOTS}/, {outputs.report.name}")
     return replace(result, summary=f"{summary}; wrote {files} in {folder}")

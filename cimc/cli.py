@@ -28,7 +28,7 @@ EXAMPLES = """examples:
   cimc run model_sram.cimp --input batch.npz --multiplier pc3 --check model.onnx
   cimc inspect model.onnx --ir
   cimc targets isaac
-  cimc sweep examples/sweep_mnist_resnet8.toml -o sweep-out
+  cimc sweep examples/sweep_mnist_resnet8.toml -o out/sweep
 """
 
 
@@ -142,13 +142,19 @@ def _parser() -> argparse.ArgumentParser:
                        "parameters; table, Pareto plots, HTML report",
                        description="Expand a sweep spec (TOML: models with optional accuracy samples, a base "
                        "target, the parameters to vary on a grid or at random, fixed compile and run options, "
-                       "the objectives; see examples/sweep_mnist_resnet8.toml) into points, compile each "
-                       "(and run its accuracy samples), and write RESULTS/results.csv (and results.parquet "
-                       "when pyarrow is installed), one SVG Pareto plot per model and pair of objectives in "
-                       "RESULTS/plots/, RESULTS/report.html, and a schedule page per point. Every finished "
-                       "point is kept in RESULTS as soon as it finishes: rerunning the same command after an "
-                       "interruption skips them and finishes the rest. A point that fails is recorded with "
-                       "its message and the sweep goes on.")
+                       "the objectives; see examples/sweep_mnist_resnet8.toml and the README) into points, "
+                       "compile each (and run its accuracy samples), and write RESULTS/results.csv (and "
+                       "results.parquet when pyarrow is installed), one Pareto plot per model and pair of "
+                       "objectives in RESULTS/plots/ (SVG, each dot linked to its point's schedule page, and "
+                       "PNG), RESULTS/report.html (opens offline), and a schedule page per point in "
+                       "RESULTS/schedules/. The whole spec (parameters, models, data files, the executor) is "
+                       "checked before any point runs. Every finished point is kept in RESULTS as soon as it "
+                       "finishes: rerunning the same command after an interruption (Ctrl-C, a kill, a crash) "
+                       "skips them and finishes the rest; points are named by their content (model and data "
+                       "hashes, target, options, cimc version), so none is ever computed twice. A point that "
+                       "fails is recorded with its message and the sweep goes on. On a terminal a progress "
+                       "line shows tasks done, failures and the ETA. Corpus models (corpus = \"mnist-8\") are "
+                       "read from $CIMC_CORPUS, else ../shared/corpus.")
     w.add_argument("spec", help="sweep spec (TOML)")
     w.add_argument("-o", "--output", required=True, metavar="RESULTS",
                    help="results folder (created; an existing one is resumed)")
@@ -162,7 +168,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--address", metavar="ray://HOST:PORT",
                    help="with --executor ray: an existing cluster, ray://HOST:PORT (Ray client server, "
                         "default port 10001), HOST:PORT (head node, from a cluster node) or auto; its nodes "
-                        "need cimc installed")
+                        "need cimc installed (not the model files: they are shipped); checked before any "
+                        "point runs")
     return p
 
 

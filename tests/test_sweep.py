@@ -7,6 +7,7 @@ Everything runs on a small generated model (tests/models.py), so these tests nee
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import os
 import signal
@@ -21,9 +22,10 @@ import onnx
 import pytest
 
 import cimc
-from cimc.cli import main
 from cimc.errors import SweepError
-from cimc.sweep.executors import Progress
+from cimc.sweep import executors
+from cimc.sweep.executors import LocalExecutor, Progress
+from cimc.sweep.raster import read_png
 from cimc.sweep.points import combinations, plan
 from cimc.sweep.spec import load_spec
 from cimc.sweep.table import TIMING_COLUMNS, pareto_mask
@@ -114,11 +116,19 @@ def test_outputs_csv_plots_and_report_link_schedule_pages(local):
         links = [a.get("href") for a in svg.iter("{http://www.w3.org/2000/svg}a")]
         assert len(links) == len(ok)
         assert all((plot.parent / link).is_file() for link in links)
+    pngs = sorted((results / "plots").glob("*.png"))
+    assert [p.with_suffix(".svg") for p in pngs] == plots
+    for png in pngs:
+        pixels = read_png(png.read_bytes())
+        assert pixels.shape == (760, 1080, 3)             # twice the SVG's 540 x 380
+        front = (pixels == (0x1f, 0x77, 0xb4)).all(-1)     # the first model's colour: front dots, legend
+        assert 100 < front.sum() and (pixels == 255).all(-1).mean() > 0.5
     report = (results / "report.html").read_text()
     for r in ok:
         assert f'href="{r["schedule"]}"' in report
         assert "<svg" in (results / r["schedule"]).read_text()
     assert report.count("<svg") == 6 and "failed" in report
+    assert "<script" not in report and "http" not in report.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
 def test_rerun_runs_nothing_and_gives_the_same_table(folder, local):
@@ -152,6 +162,9 @@ def test_random_sampling_is_seeded_and_draws_distinct_points(folder):
     assert all(1 <= c["energy.cell_write_pj"] <= 100 for c in combinations(load_spec(data, folder)))
     with pytest.raises(SweepError, match="has no grid"):
         load_spec({k: v for k, v in data.items() if k not in ("sampling", "points")}, folder)
+    data["parameters"]["adc.bits"] = {"uniform": [3, 8]}        # real numbers for an integer field
+    with pytest.raises(SweepError, match=r"adc.bits: expected int, got float 3.0 \(the uniform distribution"):
+        load_spec(data, folder)
 
 
 def test_accuracy_does_not_depend_on_the_scheduler():
@@ -186,6 +199,45 @@ def test_progress_line_shows_counts_failures_and_eta():
     quiet = io.StringIO()
     Progress(4, 0, quiet).update({"error": None})           # not a terminal: nothing
     assert quiet.getvalue() == ""
+
+
+def _sleep(task, data):
+    """Stands in for run_task in the pool's worker processes: a point that takes a minute (its key
+    is a file to create when it starts)."""
+    Path(task.key).touch()
+    time.sleep(60)
+    return {"key": task.key, "error": None}
+
+
+def test_interrupted_pool_stops_its_workers_at_once(monkeypatch, tmp_path):
+    """Ctrl-C while workers are busy with long points: the running tasks are ended at once (their
+    records would not be stored anyway), so the command exits now, not when they finish."""
+    import multiprocessing
+    import threading
+    from types import SimpleNamespace
+    monkeypatch.setattr(executors, "run_task", _sleep)
+    # Python's own SIGINT handler, installed again: a CP-SAT solve earlier in this process (OR-Tools
+    # with catch_sigint_signal on) leaves the default action behind, and SIGINT would end pytest
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    tasks = [SimpleNamespace(key=str(tmp_path / f"started{i}"), model="m") for i in range(4)]
+    main_thread, stop = threading.main_thread().ident, threading.Event()
+
+    def interrupt():                        # a real SIGINT, as Ctrl-C sends, once both workers are busy
+        while len(list(tmp_path.glob("started*"))) < 2 and not stop.wait(0.05):
+            pass
+        if not stop.is_set():
+            signal.pthread_kill(main_thread, signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            list(LocalExecutor(2).run(tasks, {"m": None}))
+    finally:
+        stop.set()
+    interrupted = time.monotonic()
+    while multiprocessing.active_children() and time.monotonic() - interrupted < 10:
+        time.sleep(0.1)
+    assert not multiprocessing.active_children()
 
 
 def test_parquet_when_pyarrow_is_installed(local):
@@ -292,9 +344,7 @@ def test_unreachable_ray_address(folder, tmp_path, capsys):
     began = time.monotonic()
     line = _fails(capsys, ["sweep", folder / "spec.toml", "-o", tmp_path / "results", "--executor", "ray",
                            "--address", "ray://127.0.0.1:1"], tmp_path)
-    try:
-        import ray  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("ray") is None:
         assert "pip install 'cimc[ray]'" in line
     else:
         assert "cannot reach the Ray cluster at ray://127.0.0.1:1: connection refused" in line
@@ -305,6 +355,12 @@ def test_ray_not_installed(folder, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)          # import ray raises ImportError
     line = _fails(capsys, ["sweep", folder / "spec.toml", "-o", tmp_path / "results", "--executor", "ray"], tmp_path)
     assert "the ray executor needs Ray, which is not installed: pip install 'cimc[ray]'" in line
+
+
+def test_workers_with_a_ray_cluster_address(folder, tmp_path, capsys):
+    line = _fails(capsys, ["sweep", folder / "spec.toml", "-o", tmp_path / "results", "--executor", "ray",
+                           "--workers", "2", "--address", "ray://127.0.0.1:1"], tmp_path)
+    assert "--workers sets the CPUs of a Ray instance started here" in line
 
 
 def test_address_needs_the_ray_executor(folder, tmp_path, capsys):

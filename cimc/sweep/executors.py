@@ -41,6 +41,9 @@ def make_executor(name: str, workers: int | None = None, address: str | None = N
         if address is not None:
             raise SweepError("--address names a Ray cluster; use it with --executor ray")
         return LocalExecutor(workers or os.cpu_count() or 1)
+    if workers is not None and address is not None:
+        raise SweepError("--workers sets the CPUs of a Ray instance started here; the cluster at --address "
+                         "runs as many tasks at once as it has CPUs (drop --workers)")
     return RayExecutor(workers, address)
 
 
@@ -82,6 +85,12 @@ class LocalExecutor:
         except BrokenProcessPool:
             raise SweepError(f"a worker process died (killed, or out of memory); {RESUME}") from None
         finally:
+            if not finished:
+                # Ctrl-C, or the caller stopped (a record it could not store): end the running tasks
+                # now. Left alone, the pool would let them run to the end, minutes for a long point,
+                # before the process can exit, and nobody would store their records.
+                for process in list((pool._processes or {}).values()):
+                    process.terminate()
             pool.shutdown(wait=finished, cancel_futures=True)
 
     def close(self) -> None:

@@ -309,6 +309,14 @@ def _parameters(table: dict, target: str, sampling: str) -> tuple[Parameter, ...
                              f"range, or sampling = \"random\"")
         for v in param.values:
             _check_value(name, kind, v, target, where)
+        if param.distribution is not None:            # both ends drawn: real numbers it must accept
+            kind_, lo, hi = param.distribution
+            for v in (lo, hi):
+                try:
+                    _check_value(name, kind, v, target, where)
+                except SweepError as exc:
+                    raise SweepError(f"{exc} (the {kind_} distribution over [{lo:g}, {hi:g}] draws real numbers; "
+                                     f"{name} must accept both ends)") from None
         out.append(param)
     return tuple(out)
 

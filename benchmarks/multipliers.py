@@ -12,11 +12,15 @@ Timing: one int8 characterization over all 65,536 pairs (65,025 counted) from a 
 so that building its 256x256 table from the elementwise definition is included; fastest of
 ``--repeat`` runs, per multiplier (target: under 1 s). Then the emulated matrix products on one
 ResNet-like layer (activations 1024 x 1152 int8, weights 1152 x 128, "wide" = N(0, 30) clipped to
-int8, about 120 distinct magnitudes, "narrow" = N(0, 2.5) clipped to +-7, 4-bit): ``matmul`` (one
-BLAS product per distinct weight magnitude), the per-product gather it replaces (the fastest numpy
-form we know, as a baseline: which one wins depends on the number of distinct weights) and
-``bf16_matmul`` (same shapes, normal float data), against the exact float32 BLAS product
-of the same operands for scale. Needs no corpus.
+int8, about 120 distinct magnitudes, "narrow" = N(0, 2.5) clipped to +-7, 4-bit): ``matmul`` (a
+multiplier that factors, exact or DRUM: one BLAS product of mapped operands; any other: per weight
+row k a table of the signed products of every activation code with that row, one ``take`` and one
+add per k, so the number of distinct weights does not matter), the per-product gather it replaces
+(one table entry per multiply-accumulate, the fastest numpy form we know, as a baseline) and
+``bf16_matmul`` (same shapes, normal float data: the same row tables over significands, each
+gathered row scaled by the activation's sign and power of two), each including the preparation of
+its weights (tables built), against the exact float32 BLAS product of the same operands for scale.
+Needs no corpus.
 """
 
 from __future__ import annotations
@@ -120,8 +124,8 @@ def product_timings(repeat: int) -> list[tuple[str, float]]:
         cases.append((f"per-product gather pc3, {kind} weights (baseline)",
                       lambda w=w: gather_matmul(x, w, mults["pc3"])))
     significands = len(np.unique(bf16_split(wf).significand))
-    cases.append((f"`bf16_matmul` pc3, normal floats ({significands} distinct weight significands)",
-                  lambda: bf16_matmul(xf, wf, mults["pc3"])))
+    cases += [(f"`bf16_matmul` {n}, normal floats ({significands} distinct weight significands)",
+               lambda n=n: bf16_matmul(xf, wf, mults[n])) for n in ("exact", "pc3")]
     return [(label, time_call(fn, repeat)) for label, fn in cases]
 
 
@@ -152,8 +156,8 @@ def main() -> None:
     if args.no_record:
         return
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    timing = (f"## Timing\n\n{when} UTC, commit {git_commit()}, {os.cpu_count()} cores, fastest of "
-              f"{args.repeat}.\n\n| multiplier | int8 characterization, 65,536 pairs (ms) |\n|---|---|\n"
+    timing = (f"## Timing\n\n{when} UTC, commit {git_commit()}, {os.cpu_count()} cores, 1-minute load average "
+              f"{os.getloadavg()[0]:.2f} (other jobs on the machine), fastest of {args.repeat}.\n\n| multiplier | int8 characterization, 65,536 pairs (ms) |\n|---|---|\n"
               + "".join(f"| {n} | {1000 * s:.1f} |\n" for n, s in char_times.items())
               + f"\nTarget: under 1000 ms each.\n\nEmulated matrix products, layer M x K x N = {shape}, "
               f"int8 activations, wide weights N(0, 30) clipped to int8, narrow ones N(0, 2.5) clipped to "

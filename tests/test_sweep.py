@@ -201,6 +201,20 @@ def test_progress_line_shows_counts_failures_and_eta():
     assert quiet.getvalue() == ""
 
 
+def test_eta_weighs_the_remaining_tasks_by_their_kind_and_model():
+    """Two accuracy runs of 10 s and four points of 1 s left; one of each done in 11 s on one
+    worker: 13 s to go (1 x 10 + 3 x 1), not 4 tasks x 5.5 s."""
+    from types import SimpleNamespace
+    todo = [SimpleNamespace(kind="accuracy", model="m")] * 2 + [SimpleNamespace(kind="points", model="m")] * 4
+    bar = Progress(6, 0, io.StringIO(), show=False, todo=todo)
+    bar.update({"error": None, "kind": "accuracy", "model": "m", "seconds": 10.0})
+    bar.update({"error": None, "kind": "points", "model": "m", "seconds": 1.0})
+    bar.began = time.monotonic() - 11.0
+    assert bar.eta() == pytest.approx(13.0, rel=0.02)
+    bar.began = time.monotonic() - 5.5                     # two workers: task time done twice as fast
+    assert bar.eta() == pytest.approx(6.5, rel=0.02)
+
+
 def _sleep(task, data):
     """Stands in for run_task in the pool's worker processes: a point that takes a minute (its key
     is a file to create when it starts)."""

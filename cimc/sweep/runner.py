@@ -46,7 +46,7 @@ def sweep(spec: "str | Path | dict | SweepSpec", output: "str | Path | None" = N
     try:
         store = Store(folder)
         todo = [t for t in work.tasks if not store.done(t)]
-        bar = Progress(len(work.tasks), len(work.tasks) - len(todo), stream, progress)
+        bar = Progress(len(work.tasks), len(work.tasks) - len(todo), stream, progress, todo)
         for record in runner.run(todo, work.models):
             store.save(record)
             bar.update(record)

@@ -92,7 +92,8 @@ def measure(key: str) -> dict:
                           "sets": sum(layer["sets"] for layer in r["layers"]),
                           "tasks": len(program.schedule.tasks), "bounds": r["lower_bounds"],
                           "comparison": r["comparison"], "wall": time.perf_counter() - began,
-                          "schedule_seconds": program.pass_seconds["schedule"]}
+                          "schedule_seconds": program.pass_seconds["schedule"],
+                          "buffer_kib": r["buffer_peak_kib"], "buffer_capacity_kib": r["buffer_kib_per_tile"]}
     out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -107,7 +108,7 @@ def run_child(key: str) -> dict:
 
 def _row(m: dict) -> str:
     if "error" in m:
-        return f"| {m['key']} | refused or failed: {m['error'][:120]} |" + " |" * 13
+        return f"| {m['key']} | refused or failed: {m['error'][:120]} |" + " |" * 14
     lay, cl, cp = m["layer"], m["clsa"], m["cpsat"]
     better = (cl["makespan"] - cp["makespan"]) / cl["makespan"] * 100
     name = m["key"] if m["target"] == TARGET else f"{m['key']} ({m['target']})"
@@ -116,6 +117,7 @@ def _row(m: dict) -> str:
             f"{100 * cl['utilization']:.1f} / {100 * cp['utilization']:.1f} | "
             f"{lay['makespan'] / cl['makespan']:.1f}x | {lay['makespan'] / cp['makespan']:.1f}x | "
             f"{better:+.2f} % | {cp['bound']:,} | {100 * cp['gap']:.1f} % | {cp['status']}{' (time cap)' if cp['limit'] == 'time' else ''} | "
+            f"{lay['buffer_kib']:,.0f} / {cl['buffer_kib']:,.0f} / {cp['buffer_kib']:,.0f} | "
             f"{cp['wall']:.1f} s | {m['peak_mib']:,.0f} |")
 
 
@@ -134,7 +136,8 @@ def report(measured: list[dict], wall: float) -> str:
         f"8 ADCs per crossbar, one 16-element/cycle GPEU per tile, 32 B/cycle mesh). Calibration on one sample; "
         f"`--allow-reprogramming`; cpsat `--solver-work` {DEFAULT_SOLVER_WORK:g} "
         f"({', '.join(f'{k} {v:g}' for k, v in SOLVER_WORK.items())}), seed 0, 2 workers, deterministic search "
-        f"(the same table on any machine, but for the wall times).",
+        f"(the same table on any machine, but for the wall times). Load average at the end of the run "
+        f"{os.getloadavg()[1]:.1f} (5 min): wall times grow with it.",
         "",
         "Makespans in cycles. *sets*: sets (tasks) scheduled; *copies*: layer copies / layers under cpsat; "
         "utilization: crossbar busy cycles / (crossbars holding weights x makespan) for layer / clsa / cpsat; "
@@ -142,12 +145,15 @@ def report(measured: list[dict], wall: float) -> str:
         "schedule with any duplication the crossbar budget allows (critical path, per-layer and per-GPEU work, "
         "crossbar budget; see `passes/schedule/problem.py`); gap = (makespan - bound) / makespan; *status*: "
         "CP-SAT's status for the chosen duplication (`optimal`: the clsa hint is proven optimal for it; `hint`: "
-        "CP-SAT found nothing better in time); *wall*: the whole cpsat compile; *MiB*: peak resident memory of "
-        "the process that compiled the model three times.",
+        "CP-SAT found nothing better in time); *buffer KiB*: the largest activation buffer any tile needs "
+        "(rows held from written or arrived until their last consumer there ends; `buffer_peak_kib`) for "
+        "layer / clsa / cpsat, against the chip's 256 KiB a tile (reported, not yet a scheduling constraint); "
+        "*wall*: the whole cpsat compile; *MiB*: peak resident memory of the process that compiled the model "
+        "three times.",
         "",
         "| model | sets | copies | layer | clsa | cpsat | utilization % | clsa speedup | cpsat speedup | "
-        "cpsat vs clsa | bound | gap | status | wall | MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "cpsat vs clsa | bound | gap | status | buffer KiB | wall | MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(m) for m in measured]
     if ok:

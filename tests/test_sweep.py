@@ -186,6 +186,11 @@ def test_pareto_mask():
     assert pareto_mask(values, ["min", "min"]).tolist() == [True, True, False, True, True]
     assert pareto_mask(values, ["min", "max"]).tolist() == [True, False, False, False, True]
     assert pareto_mask(values, ["max", "max"]).tolist() == [True, False, True, True, True]
+    # the same energy summed in another order (layer and clsa schedules of one mapping) is a tie
+    noisy = np.array([[220211, 1851366.6399999964], [220548, 1851366.639999998], [220600, 1851366.7]])
+    assert pareto_mask(noisy, ["max", "min"]).tolist() == [False, True, True]
+    same_latency = noisy[:2] * [0, 1] + [220211, 0]
+    assert pareto_mask(same_latency, ["min", "min"]).tolist() == [True, True]
 
 
 def test_progress_line_shows_counts_failures_and_eta():

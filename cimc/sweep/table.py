@@ -97,15 +97,26 @@ def _cell(value: Any) -> Any:
     return value
 
 
+#: Figures within this relative distance of each other are equal for the Pareto fronts: the same
+#: energy summed in another order (a clsa schedule runs the same conversions as a layer one, in
+#: another order) differs in the last bits of a float, which must not make one point beat another.
+RELATIVE_TOLERANCE = 1e-9
+
+
 def pareto_mask(values: np.ndarray, directions: list[str]) -> np.ndarray:
     """Rows of ``values`` (points x objectives) that no other row dominates: at least as good in
-    every objective and better in one. Equal rows keep each other."""
+    every objective and better in one, beyond :data:`RELATIVE_TOLERANCE`. Equal rows keep each
+    other. One row at a time: memory stays linear in the number of points."""
     if not len(values):
         return np.zeros(0, dtype=bool)
-    v = values * np.where(np.array(directions) == "max", -1.0, 1.0)       # every objective minimized
-    no_worse = (v[:, None, :] <= v[None, :, :]).all(-1)                  # [j, i]: j no worse than i
-    better = (v[:, None, :] < v[None, :, :]).any(-1)
-    return ~(no_worse & better).any(0)
+    v = np.asarray(values, dtype=np.float64) * np.where(np.array(directions) == "max", -1.0, 1.0)  # all minimized
+    keep = np.ones(len(v), dtype=bool)
+    for i, row in enumerate(v):
+        tolerance = RELATIVE_TOLERANCE * np.maximum(np.abs(v), np.abs(row))
+        no_worse = (v <= row + tolerance).all(-1)
+        better = (v < row - tolerance).any(-1)
+        keep[i] = not (no_worse & better).any()
+    return keep
 
 
 def build(spec: SweepSpec, plan: Plan, store: Store) -> SweepTable:

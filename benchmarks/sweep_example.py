@@ -76,7 +76,7 @@ def merged(rows: list[dict], parameters: list[str]) -> str:
     parts = []
     for p in parameters:
         values = list(dict.fromkeys(r[p] for r in rows))
-        parts.append(f"{p} {', '.join(map(str, values))}")
+        parts.append(f"{p} {', '.join(str(v).lower() if isinstance(v, bool) else str(v) for v in values)}")
     return "; ".join(parts)
 
 
@@ -150,6 +150,16 @@ def main(argv: list[str] | None = None) -> int:
             clip = np.array([r["clipped_fraction"] for r in ok if r["model"] == m and r["adc.bits"] == bits])
             out.append(f"| {m} | {bits} | {show('accuracy', acc.mean())} | {show('accuracy', acc.min())} | "
                        f"{show('accuracy', acc.max())} | {show('clipped_fraction', clip.mean())} |")
+    preset = [r for r in ok if r["crossbar.size"] == 128 and r["crossbar.cell_bits"] == 2 and r["sws"] is False
+              and r["scheduler"] == "layer"]
+    if preset:
+        out += ["", "The `isaac` preset's own crossbars (128x128, 2-bit cells), without SWS: the setting of",
+                "[`adc_sweep.md`](adc_sweep.md) (`benchmarks/crossbar_level.py --sweep`, the same 1,000 images), for",
+                "comparison.", "", "| model | ADC bits | accuracy | clipped fraction | ADC energy / inference |",
+                "|---|---|---|---|---|"]
+        for r in sorted(preset, key=lambda r: (models.index(r["model"]), r["adc.bits"])):
+            out.append(f"| {r['model']} | {r['adc.bits']} | {show('accuracy', r['accuracy'])} | "
+                       f"{show('clipped_fraction', r['clipped_fraction'])} | {show('adc_energy_pj', r['adc_energy_pj'])} |")
     out += ["", "## Pareto-optimal points per pair of objectives", "",
             "Per model and pair, the points no other point of that model beats in both figures (points that tie",
             "on both are one row, their parameters merged: each parameter lists the values that occur).", ""]
@@ -161,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             out += [f"### {m}: {x} ({dx}) and {y} ({dy})", "",
                     f"| {x} | {y} | points | parameters |", "|---|---|---|---|"]
             ties: dict[tuple, list[dict]] = {}
-            for r in front:
-                ties.setdefault((r[x], r[y]), []).append(r)
+            for r in front:                 # ties: equal to 9 digits (one energy summed in two orders)
+                ties.setdefault((float(f"{r[x]:.9g}"), float(f"{r[y]:.9g}")), []).append(r)
             for (vx, vy), tied in sorted(ties.items(), key=lambda kv: kv[0][0] * (1 if dx == "min" else -1)):
                 out.append(f"| {show(x, vx)} | {show(y, vy)} | {', '.join(str(r['point']) for r in tied)} | "
                            f"{merged(tied, parameters)} |")

@@ -293,6 +293,27 @@ def test_cli_cpsat_report_and_schedule_views(tmp_path, capsys):
     assert "gap" in capsys.readouterr().out.splitlines()[0]
 
 
+def test_cpsat_leaves_ctrl_c_to_python(tmp_path):
+    """After a CP-SAT solve, SIGINT must still raise KeyboardInterrupt (a sweep or a notebook
+    stops cleanly on Ctrl-C): OR-Tools' catch_sigint_signal would leave the default action behind
+    at the C level, unseen by signal.getsignal, so a real SIGINT is sent, in a child process."""
+    import subprocess
+    import sys
+    onnx.save(models.residual_net(), tmp_path / "m.onnx")
+    script = (
+        "import os, signal, sys, time, numpy as np, cimc\n"
+        "x = np.random.default_rng(0).random((4, 1, 4, 8, 8), dtype=np.float32)\n"
+        f"cimc.compile({str(tmp_path / 'm.onnx')!r}, 'small', calibration={{'x': x}}, scheduler='cpsat',"
+        " solver_work=0.2)\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(10)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "interrupted" in proc.stdout, (proc.returncode, proc.stderr[-500:])
+
+
 @pytest.mark.parametrize("scheduler", ["clsa", "cpsat"])
 def test_segmented_models_schedule_and_run_across_layers(scheduler):
     """A model run in segments is not duplicated; its writes still bound the crossbar sets."""

@@ -235,9 +235,6 @@ def test_interrupted_pool_stops_its_workers_at_once(monkeypatch, tmp_path):
     import threading
     from types import SimpleNamespace
     monkeypatch.setattr(executors, "run_task", _sleep)
-    # Python's own SIGINT handler, installed again: a CP-SAT solve earlier in this process (OR-Tools
-    # with catch_sigint_signal on) leaves the default action behind, and SIGINT would end pytest
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     tasks = [SimpleNamespace(key=str(tmp_path / f"started{i}"), model="m") for i in range(4)]
     main_thread, stop = threading.main_thread().ident, threading.Event()
 

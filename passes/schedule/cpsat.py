@@ -194,6 +194,9 @@ def _solver(seed: int, workers: int, budget: float, seconds: float, lns_only: bo
     solver.parameters.max_deterministic_time = budget
     solver.parameters.max_time_in_seconds = max(0.01, seconds)
     solver.parameters.use_lns_only = lns_only
+    # OR-Tools' own SIGINT handling would leave SIGINT at its default action after the solve, so a
+    # later Ctrl-C (a sweep, a notebook) would kill the process instead of raising KeyboardInterrupt
+    solver.parameters.catch_sigint_signal = False
     return solver
 
 

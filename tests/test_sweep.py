@@ -383,3 +383,16 @@ def test_address_needs_the_ray_executor(folder, tmp_path, capsys):
     line = _fails(capsys, ["sweep", folder / "spec.toml", "-o", tmp_path / "results", "--address", "ray://h:1"],
                   tmp_path)
     assert "--address names a Ray cluster; use it with --executor ray" in line
+
+
+def test_a_script_without_a_main_guard_is_told_so(folder, tmp_path):
+    """Pool workers are spawned and import the script that started them: a script calling
+    cimc.sweep at top level makes every worker fail, and the message must say what to add."""
+    import subprocess
+    import sys
+    script = tmp_path / "unguarded.py"
+    script.write_text("import cimc\n"
+                      f"cimc.sweep({str(folder / 'spec.toml')!r}, {str(tmp_path / 'out')!r}, workers=2)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert 'if __name__ == "__main__":' in proc.stderr

@@ -83,7 +83,9 @@ class LocalExecutor:
                     yield future.result()
             finished = True
         except BrokenProcessPool:
-            raise SweepError(f"a worker process died (killed, or out of memory); {RESUME}") from None
+            raise SweepError(f"a worker process died: killed, out of memory, or started from a script that calls "
+                             f"cimc.sweep outside `if __name__ == \"__main__\":` (workers import the script that "
+                             f"started them, so the call needs that guard); {RESUME}") from None
         finally:
             if not finished:
                 # Ctrl-C, or the caller stopped (a record it could not store): end the running tasks

@@ -53,12 +53,21 @@ DRUM) is one BLAS product of mapped operands. Any other gets, per row k of the
 weights, a table ``L_k[c, :]`` of the signed products of every activation code
 ``c`` with that row (built once per weight matrix: weights are fixed), and
 ``Y = sum_k L_k[x[:, k]]`` is one ``take`` of M rows from a small table and one
-add per k: M x K x N additions in all, as many as the exact product's
-multiply-adds, but at numpy's gather speed rather than BLAS's (about 10x slower;
-``benchmarks/multipliers.py``). An earlier scheme, one BLAS product per distinct
+add per k (in bfloat16 the table is over significands and holds the weight's sign
+and power of two; the gathered rows are scaled by the activation's before the add):
+M x K x N additions in all, as many as the exact product's multiply-adds, but at
+numpy's gather speed rather than BLAS's: 25-40x the float32 BLAS product on one
+ResNet-like layer (``benchmarks/results/multipliers.md``), a few times the exact
+run on a whole model, which does much besides its products
+(``benchmarks/results/multiplier_accuracy.md``). An earlier scheme, one BLAS product per distinct
 weight value (``sum_v T[x, v] @ [w == v]``), costs a full product and an (M, K)
 gather per value, 120-220x the exact product on int8 layers with ~120 weight
-magnitudes; the row tables replace it.
+magnitudes; the row tables replace it. In bfloat16 the scaling by the activations'
+powers of two (a multiply broadcast along short rows) takes about half the time;
+folding them into the tables instead (a table per row k and per activation
+exponent present, about 20 per call on ResNet-8) removes it but costs as much to
+build on the small M of its deep layers, and finding the exponents present costs
+what it saves on the others, so it is not done.
 """
 
 from __future__ import annotations

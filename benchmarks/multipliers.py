@@ -157,7 +157,8 @@ def main() -> None:
         return
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     timing = (f"## Timing\n\n{when} UTC, commit {git_commit()}, {os.cpu_count()} cores, 1-minute load average "
-              f"{os.getloadavg()[0]:.2f} (other jobs on the machine), fastest of {args.repeat}.\n\n| multiplier | int8 characterization, 65,536 pairs (ms) |\n|---|---|\n"
+              f"{os.getloadavg()[0]:.2f} at the end (other jobs slow it down), fastest of {args.repeat}; BLAS "
+              f"runs on every core, the emulations on one.\n\n| multiplier | int8 characterization, 65,536 pairs (ms) |\n|---|---|\n"
               + "".join(f"| {n} | {1000 * s:.1f} |\n" for n, s in char_times.items())
               + f"\nTarget: under 1000 ms each.\n\nEmulated matrix products, layer M x K x N = {shape}, "
               f"int8 activations, wide weights N(0, 30) clipped to int8, narrow ones N(0, 2.5) clipped to "

@@ -56,8 +56,9 @@ weights, a table ``L_k[c, :]`` of the signed products of every activation code
 add per k (in bfloat16 the table is over significands and holds the weight's sign
 and power of two; the gathered rows are scaled by the activation's before the add):
 M x K x N additions in all, as many as the exact product's multiply-adds, but at
-numpy's gather speed rather than BLAS's: 25-40x the float32 BLAS product on one
-ResNet-like layer (``benchmarks/results/multipliers.md``), a few times the exact
+numpy's gather speed rather than BLAS's: 40-70x the float32 BLAS product (on
+every core) on one ResNet-like layer, tables built included, 2-3x faster than a
+per-product gather (``benchmarks/results/multipliers.md``); about 5x the exact
 run on a whole model, which does much besides its products
 (``benchmarks/results/multiplier_accuracy.md``). An earlier scheme, one BLAS product per distinct
 weight value (``sum_v T[x, v] @ [w == v]``), costs a full product and an (M, K)

@@ -7,10 +7,11 @@ import os
 import subprocess
 from pathlib import Path
 
-import numpy as np
+from cimc.sweep.corpus import DEFAULT_CORPUS, spread
+
+__all__ = ["DEFAULT_CORPUS", "ROOT", "corpus_root", "git_commit", "spread"]
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
 
 
 def corpus_root() -> Path | None:
@@ -34,15 +35,3 @@ def git_commit() -> str:
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "-"
-
-
-def spread(total: int, count: int | None) -> np.ndarray:
-    """Indices of ``count`` samples spread evenly over ``total`` (all of them for None).
-
-    The corpus's CIFAR-10 test set and both calibration sets are sorted by class
-    (the first 1,000 CIFAR-10 test images are all airplanes), so a leading slice is
-    a biased sample; evenly spaced indices cover every class.
-    """
-    if count is None or count >= total:
-        return np.arange(total)
-    return np.unique(np.linspace(0, total - 1, count).astype(np.int64))

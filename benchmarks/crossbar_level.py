@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _shared import ROOT, git_commit, spread  # noqa: E402
+from cimc.sweep.corpus import prepare  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET_RATIO = 40.0
@@ -82,9 +83,8 @@ CASES = {
 
 
 def _prepare(case: str, x: np.ndarray) -> np.ndarray:
-    if case == "resnet8":                       # [N,32,32,3] uint8 -> [N,1,3,32,32] float32
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)[:, None]
-    return x.astype(np.float32)[:, None, None]  # [N,28,28] -> [N,1,1,28,28]
+    """Raw corpus images as the sweep feeds them (raw 0..255 pixels, a leading sample axis)."""
+    return prepare("cifar_raw" if case == "resnet8" else "mnist_raw", x)
 
 
 def _data(case: str, limit: int):

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from cimc.errors import SweepError
+from cimc.fsutil import write_bytes_durably
 from cimc.sweep.points import Task
 
 KINDS = ("points", "accuracy")
@@ -32,25 +32,6 @@ def check_folder(root: Path) -> None:
             if not os.access(parent, os.W_OK):
                 raise SweepError(f"cannot use {root} as the results folder: {parent} is not writable")
             return
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically and durably (temporary file, fsync, rename, fsync folder)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 class Store:
@@ -82,6 +63,6 @@ class Store:
         """The schedule page first, the record last: the record marks the task finished."""
         html = record.pop("schedule_html", None)
         if html is not None:
-            write_durably(self.root / SCHEDULES / f"{record['key']}.html", html.encode("utf-8"))
+            write_bytes_durably(self.root / SCHEDULES / f"{record['key']}.html", html.encode("utf-8"))
         text = json.dumps(record, sort_keys=True, indent=1) + "\n"
-        write_durably(self.path(record["kind"], record["key"]), text.encode("utf-8"))
+        write_bytes_durably(self.path(record["kind"], record["key"]), text.encode("utf-8"))

@@ -401,6 +401,17 @@ def _chunked(build: Callable[[int, int], np.ndarray], k: int, bytes_per_row: int
         yield build(k0, min(k0 + step, k))
 
 
+def _row_builder(columns: np.ndarray, operand: np.ndarray, factor: np.ndarray) -> Callable[[int, int], np.ndarray]:
+    """``build(k0, k1)``: the row tables ``L_k[c, n] = columns[operand[k, n], c] * factor[k, n]`` of
+    weight rows k0..k1, as (k, R, N): ``columns[v]`` holds the products of every activation with
+    weight operand ``v``, ``factor`` the weight's sign (and, in bfloat16, its power of two)."""
+    def build(k0: int, k1: int) -> np.ndarray:
+        rows = columns[operand[k0:k1]]                                                      # (k, N, R)
+        rows *= factor[k0:k1, :, None]
+        return np.ascontiguousarray(rows.transpose(0, 2, 1))
+    return build
+
+
 class _RowTables:
     """The row tables of one prepared weight matrix: kept when they fit :data:`TABLE_CACHE_BYTES`
     (weights are fixed, so a layer builds them once), else rebuilt in pieces for every product."""
@@ -463,13 +474,9 @@ class IntProduct:
             columns = np.ascontiguousarray((np.sign(codes)[:, None] * self.mult.table()[np.abs(codes)]).T,
                                            dtype=self.dtype)
 
-            def build(k0: int, k1: int) -> np.ndarray:
-                rows = columns[self.magnitude[k0:k1]]                                       # (k, N, R)
-                rows *= self.sign[k0:k1, :, None]
-                return np.ascontiguousarray(rows.transpose(0, 2, 1))
-
             itemsize = np.dtype(self.dtype).itemsize
-            tables = self._tables[(lo, hi)] = _RowTables(build, len(self.used), codes.size * self.shape[1] * itemsize)
+            tables = self._tables[(lo, hi)] = _RowTables(_row_builder(columns, self.magnitude, self.sign),
+                                                         len(self.used), codes.size * self.shape[1] * itemsize)
         return tables
 
     def __call__(self, x) -> np.ndarray:
@@ -600,13 +607,7 @@ class Bf16Product:
         significand = parts.significand[self.used]
         scale = np.ldexp(parts.sign[self.used].astype(np.float64), parts.exponent[self.used]).astype(np.float32)
         columns = np.ascontiguousarray(mult.table().T, dtype=np.float32)              # columns[v] = T[:, v]
-
-        def build(k0: int, k1: int) -> np.ndarray:
-            rows = columns[significand[k0:k1]]                                              # (k, N, 256)
-            rows *= scale[k0:k1, :, None]
-            return np.ascontiguousarray(rows.transpose(0, 2, 1))
-
-        self.tables = _RowTables(build, len(self.used), SIZE * w.shape[1] * 4)
+        self.tables = _RowTables(_row_builder(columns, significand, scale), len(self.used), SIZE * w.shape[1] * 4)
 
     def _mapped(self, values: np.ndarray) -> np.ndarray:
         """``sign f(significand) 2**exponent`` of finite bfloat16 values, in float32 (exact: at most

@@ -48,7 +48,9 @@ FORMAT = "cimp"
 #: 5: layer copies (weight duplication) and row sets.
 #: 6: targets may compute in bfloat16 (precision.format); their layers (quant w_type "bfloat16")
 #:    hold bfloat16 encodings as int16 words.
-FORMAT_VERSION = 6
+#: 7: schedules say when each set's rows enter the network (sends) and which links its partial
+#:    sums use (task reductions): the network links are a scheduled resource.
+FORMAT_VERSION = 7
 MAGIC = b"CIMP"
 _HEADER = struct.Struct("<4sI32s")
 _EPOCH = (1980, 1, 1, 0, 0, 0)

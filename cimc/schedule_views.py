@@ -4,7 +4,7 @@ All four read the schedule stored in the program, which the runtime executes
 cycle for cycle, so what a user inspects is what runs. The DOT view is the set
 dependency graph (built with networkx, clustered by operator, critical path in
 red); the HTML view is one self-contained page (inline SVG, no scripts or
-network access) with one Gantt row per crossbar group and per GPEU.
+network access) with one Gantt row per crossbar group, per GPEU and per tile's network link.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import jinja2
 import networkx as nx
 
-from cimc.passes.schedule.model import Schedule, Task, producers
+from cimc.passes.schedule.cost import CostModel
+from cimc.passes.schedule.model import Schedule, Task, producers, task_tiles
 from cimc.program import Program
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("cimc.targets", "templates"),
@@ -87,7 +88,7 @@ def schedule_json(program: Program) -> dict:
         "sets": [{"id": t.id, "operator": t.node, "kind": t.kind, "index": t.index, "copy": t.copy,
                   "rows": list(t.out_rows), "tile": t.tile, "resources": list(t.resources),
                   "start": sched.start[t.id], "compute_end": sched.start[t.id] + t.compute,
-                  "end": sched.end(t.id)} for t in sched.tasks],
+                  "end": sched.end(t.id), "send": sched.send(t.id)} for t in sched.tasks],
     }
 
 
@@ -142,8 +143,26 @@ def _color(name: str) -> str:
     return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
 
 
+def _messages(program: Program) -> list[tuple[int, int, int, Task, str]]:
+    """(tile, start, cycles, set, what) of every message on a tile's network link."""
+    sched, graph, mapping = program.schedule, program.graph(), program.mapping()
+    cost = CostModel(program.target, graph, mapping)
+    remote = [False] * len(sched.tasks)
+    for t, sources in zip(sched.tasks, producers(graph, sched.tasks)):
+        for p in sources:
+            remote[p] |= any(tile != sched.tasks[p].tile for tile in task_tiles(t, mapping))
+    out = []
+    for t in sched.tasks:
+        out += [(tile, sched.start[t.id] + t.compute, cycles, t, "partial sums") for tile, cycles in t.reductions]
+        if remote[t.id]:
+            rows = cost.link_cycles(cost.rows_bytes(graph.node(t.node).outputs[0], t.out_rows[1] - t.out_rows[0]))
+            out.append((t.tile, sched.send(t.id), rows, t, "output rows"))
+    return out
+
+
 def render_html(program: Program, width: int = 1200) -> str:
-    """One Gantt row per crossbar group (an operator's copy) and per GPEU, plus the segment writes."""
+    """One Gantt row per crossbar group (an operator's copy), per GPEU and per tile's network link,
+    plus the segment writes."""
     sched: Schedule = program.schedule
     scale = width / max(sched.makespan, 1)
     rows: dict[str, list[_Bar]] = {}
@@ -158,6 +177,10 @@ def render_html(program: Program, width: int = 1200) -> str:
             _Bar(start * scale, max(t.compute * scale, 1.0), _color(t.node),
                  f"{t.node} set {t.index} rows {t.out_rows[0]}..{t.out_rows[1] - 1}: "
                  f"{start}..{start + t.compute}"))
+    for tile, begin, cycles, t, what in _messages(program):
+        rows.setdefault(f"link tile {tile}", []).append(
+            _Bar(begin * scale, max(cycles * scale, 1.0), _color(t.node),
+                 f"{t.node} set {t.index} {what}: {begin}..{begin + cycles}"))
     return _ENV.get_template("schedule.html.j2").render(
         m=program.manifest, r=program.report, t=program.target, makespan=sched.makespan, width=width,
         rows=list(rows.items()), spans=operator_spans(program))

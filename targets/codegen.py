@@ -80,10 +80,10 @@ def generate(graph: Graph, mapping: Mapping, schedule: Schedule, cost: CostModel
                 for p in producers[tensor]:
                     if max(a, p.out_rows[0]) < min(b, p.out_rows[1]) and p.tile != dst \
                             and (p.id, dst) not in sent:
-                        end = schedule.end(p.id)
+                        at = schedule.send(p.id)
                         rows = p.out_rows[1] - p.out_rows[0]
-                        message(tensor, p.out_rows, p.tile, dst, end,
-                                end + cost.tensor_transfer_cycles(tensor, rows, p.tile, dst))
+                        message(tensor, p.out_rows, p.tile, dst, at,
+                                at + cost.tensor_transfer_cycles(tensor, rows, p.tile, dst))
                         sent.add((p.id, dst))
         if task.kind == "vec":
             tiles[task.tile].append({"t": start, "op": "vec", "done": start + task.duration,

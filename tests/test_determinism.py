@@ -38,11 +38,11 @@ def test_fuzzed_graphs_compile_to_the_same_bytes_on_every_preset(seed):
 
 @pytest.mark.parametrize("scheduler", ["clsa", "cpsat"])
 def test_cross_layer_schedules_compile_to_the_same_bytes(scheduler):
-    """Duplication, clsa and a cpsat that proves optimality are deterministic."""
+    """Duplication, clsa and a cpsat that ends within its budget are deterministic."""
     model = residual_net()
     calib = {"x": uniform(model, 16, seed=5)}
     programs = [cimc.compile(model, "small", calibration=calib, scheduler=scheduler) for _ in range(2)]
-    assert programs[0].report["solver_status"] in (None, "optimal")
+    assert programs[0].report.get("solver_limit") in (None, "work")
     assert programs[0].to_bytes() == programs[1].to_bytes()
 
 
@@ -50,7 +50,7 @@ def test_cpsat_stopped_by_its_work_budget_gives_the_same_bytes_on_a_loaded_machi
     """A cpsat compile that ends on its budget, not on optimality, is reproducible: the budget is
     counted work (CP-SAT's deterministic time, copy counts tried), so a second compile with both
     cores busy with other processes gives the same program."""
-    model = residual_net(hw=48, ch=4)
+    model = residual_net(hw=32, ch=4)
     calib = {"x": uniform(model, 8, seed=5)}
 
     def build() -> cimc.Program:

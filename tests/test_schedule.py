@@ -38,7 +38,7 @@ class Scheduled:
 
     def copy(self) -> Schedule:
         return Schedule(self.schedule.scheduler, list(self.schedule.tasks), list(self.schedule.start),
-                        list(self.schedule.writes))
+                        list(self.schedule.writes), list(self.schedule.sends))
 
 
 def _schedule(model, target, allow_reprogramming: bool = False) -> Scheduled:
@@ -156,7 +156,7 @@ def test_validator_catches_set_started_before_its_inputs(scheduled):
     relu = next(t for t in bad.tasks if t.node == "relu")
     assert bad.start[relu.id] > 0
     bad.start[relu.id] = 0
-    with pytest.raises(ScheduleInvalid, match="before row"):
+    with pytest.raises(ScheduleInvalid, match="before the rows"):
         s.validate(bad)
 
 
@@ -168,7 +168,7 @@ def test_validator_catches_set_started_one_cycle_early(scheduled):
     earliest = max(bad.end(p) for p, _ in s.deps[conv2.id])
     assert bad.start[conv2.id] == earliest                 # single tile: no transfer time
     bad.start[conv2.id] = earliest - 1                     # the first set: its crossbars are free
-    with pytest.raises(ScheduleInvalid, match="before row"):
+    with pytest.raises(ScheduleInvalid, match="before the rows"):
         s.validate(bad)
 
 
@@ -255,7 +255,7 @@ def test_validator_requires_network_latency_between_tiles(scheduled):
             if ptask.tile != t.tile and s.target.hops(ptask.tile, t.tile) > 0:
                 bad = s.copy()
                 bad.start[t.id] = sched.end(p)
-                with pytest.raises(ScheduleInvalid, match="arrives"):
+                with pytest.raises(ScheduleInvalid, match="arrive at"):
                     s.validate(bad)
                 return
     pytest.fail("no cross-tile dependency in residual_net on the narrow target")
@@ -265,6 +265,7 @@ def test_validator_accepts_a_later_but_valid_schedule(scheduled):
     s = scheduled("conv_net")
     late = s.copy()
     late.start = [t + 1000 for t in late.start]
+    late.sends = [t + 1000 for t in late.sends]
     s.validate(late)
     assert late.makespan == s.schedule.makespan + 1000
     assert np.all(np.array(late.start) >= 1000)

@@ -2,7 +2,7 @@
 
 A set's output rows are written on its tile when it ends and stay there until every consumer of
 those rows on that tile has finished; a consumer on another tile gets its own copy, held from
-its arrival (the edge latency after the producer's end) until the last consumer on that tile
+its arrival (the edge latency after the producer's send) until the last consumer on that tile
 has finished. Graph inputs (loaded by the host) and graph outputs (read by the host as they are
 written) are not counted. The peak per tile is what an architect sizes ``[buffer] kib_per_tile``
 against; schedules are not yet constrained by it (see the README's limitations).
@@ -37,13 +37,13 @@ def _held(problem: Problem, schedule: Schedule) -> tuple[list[int], list[int], l
         task = schedule.tasks[i]
         t = graph.tensors[graph.node(task.node).outputs[0]]
         size = t.size * per_byte * (task.out_rows[1] - task.out_rows[0]) / max(1, tensor_rows(t.shape))
-        done = schedule.end(i)
+        done, sent = schedule.end(i), schedule.send(i)
         arrive: dict[int, int] = {}         # tile -> when the rows are there
         until: dict[int, int] = {}          # tile -> when the last consumer there has finished
         for j, latency in successors:
             consumer = schedule.tasks[j]
             for tile in (task_tiles(consumer, mapping) if consumer.kind == "mvm" else (consumer.tile,)):
-                ready = done if tile == task.tile else done + latency
+                ready = done if tile == task.tile else sent + latency
                 arrive[tile] = min(arrive.get(tile, ready), ready)
                 until[tile] = max(until.get(tile, ready), schedule.end(j))
         for tile, last in until.items():

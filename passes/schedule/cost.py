@@ -34,11 +34,16 @@ class CostModel:
         convert = 0 if xb.adc is None else math.ceil(columns / xb.adc.per_crossbar) * t.adc_cycles
         return xb.input_chunks * max(t.crossbar_read_cycles, convert)
 
+    def link_cycles(self, nbytes: float) -> int:
+        """Cycles a message holds its source tile's link into the network: every tile has one,
+        of ``[noc] bytes_per_cycle``; a router passes a message on to several tiles at once."""
+        return math.ceil(nbytes / self.target.noc.bytes_per_cycle)
+
     def transfer_cycles(self, nbytes: float, src: int, dst: int) -> int:
+        """From the first byte sent to the last arrived, on a free link."""
         if src == dst:
             return 0
-        noc = self.target.noc
-        return self.target.hops(src, dst) * noc.hop_cycles + math.ceil(nbytes / noc.bytes_per_cycle)
+        return self.target.hops(src, dst) * self.target.noc.hop_cycles + self.link_cycles(nbytes)
 
     @staticmethod
     def partial_outputs(layer: LayerMapping, tile: int) -> int:
@@ -50,6 +55,11 @@ class CostModel:
         home = layer.home_tile
         return max(self.transfer_cycles(pixels * self.partial_outputs(layer, tile) * PARTIAL_SUM_BYTES,
                                         tile, home) for tile in layer.tiles)
+
+    def reductions(self, layer: LayerMapping, pixels: int) -> tuple[tuple[int, int], ...]:
+        """(tile, link cycles) of the partial sums each of a copy's other tiles sends home."""
+        return tuple((tile, self.link_cycles(pixels * self.partial_outputs(layer, tile) * PARTIAL_SUM_BYTES))
+                     for tile in layer.tiles if tile != layer.home_tile)
 
     def set_cycles(self, layer: LayerMapping, pixels: int) -> tuple[int, int]:
         """(crossbar busy cycles, total cycles until the set's output rows are written) on one copy."""
@@ -82,7 +92,9 @@ class CostModel:
             elements = elements * (rows[1] - rows[0]) / tensor_rows(self.graph.tensors[node.outputs[0]].shape)
         return max(1, math.ceil(elements / (g.per_tile * g.elements_per_cycle)))
 
-    def tensor_transfer_cycles(self, tensor: str, rows: int, src: int, dst: int) -> int:
+    def rows_bytes(self, tensor: str, rows: int) -> float:
         t = self.graph.tensors[tensor]
-        nbytes = t.size * self.activation_bytes * rows / tensor_rows(t.shape)
-        return self.transfer_cycles(nbytes, src, dst)
+        return t.size * self.activation_bytes * rows / tensor_rows(t.shape)
+
+    def tensor_transfer_cycles(self, tensor: str, rows: int, src: int, dst: int) -> int:
+        return self.transfer_cycles(self.rows_bytes(tensor, rows), src, dst)

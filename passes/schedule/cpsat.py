@@ -6,14 +6,27 @@ The model, for one duplication (copies per layer) and one mapping:
   shortest time from it to the end (given the hint's makespan as the horizon);
 - the copies of a duplicated layer are one pool: a cumulative constraint lets at
   most as many of its sets compute at once as it has copies; copies are given to sets after the
-  solve, in order of start (:func:`_assign_copies`; a set's time does not depend on its
-  copy, see :func:`~cimc.passes.schedule.model.set_options`). A Boolean per copy and set
-  would say the same with many times the variables, all symmetric;
+  solve, in order of start (a set's time does not depend on its copy, see
+  :func:`~cimc.passes.schedule.model.set_options`; intervals in order of start always
+  find a free copy). A Boolean per copy and set would say the same with many times the
+  variables, all symmetric;
 - a vector set picks one of the tiles its input is written on (a Boolean per
   tile, an optional interval on that tile's GPEUs);
 - no overlap on each single-copy layer and on each tile's GPEUs (a vector set
   uses all of them, so their capacity is one set at a time);
-- precedences from the set dependency graph, with the problem's edge latencies;
+- the network: a set whose rows other tiles may read has a send variable (at or
+  after its end) and, where its tile is known, an interval on that tile's link;
+  partial sums of a single-copy layer spread over tiles have intervals on those
+  tiles' links when its crossbars stop; no overlap on each link. A duplicated
+  layer's set sends from the home tile of the copy chosen after the solve: when all
+  its copies share one home tile, that link is known; otherwise its sends only
+  share the layer's home tiles (a cumulative with one message per home tile), and
+  its partial sums are left out. There CP-SAT solves a relaxation: its order and
+  choices are replayed by the ``clsa`` list scheduler on every resource
+  (:func:`_rebuild`), which gives back the solver's times when what was left out
+  does not bind, and the status says ``feasible``, not ``optimal``, when it did;
+- precedences from the set dependency graph: a set starts its edge's latency after
+  its producer's send;
 - a layer's sets start in row order (the intra-layer stage of CLSA-CIM, which
   the hardware's input streaming follows; it also breaks the symmetry between
   sets that would otherwise swap);
@@ -26,8 +39,8 @@ Which copies each layer gets is decided outside, by :func:`improve_copies`: a
 local search over copy counts that moves a copy's worth of crossbars from one
 layer to another and keeps the move when the ``clsa`` schedule of the result
 is shorter; CP-SAT then decides assignment and order for the best counts. The
-solver's result is kept only when it is shorter than the hint; otherwise the
-hint is returned. Every result goes through the validator like any other.
+solver's result, rebuilt, is kept only when it is shorter than the hint; otherwise
+the hint is returned. Every result goes through the validator like any other.
 
 The search is limited by work, not time: CP-SAT's deterministic time in its interleaved
 parallel mode, the only mode in which its result does not depend on thread timing. A program
@@ -44,8 +57,9 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
-from cimc.passes.schedule.clsa import resource_key
-from cimc.passes.schedule.model import Schedule, Write
+from cimc.passes.schedule.clsa import schedule_clsa
+from cimc.passes.schedule.model import Schedule
+from cimc.passes.schedule.placement import link_key, resource_key
 from cimc.passes.schedule.problem import Problem, heads_tails
 
 #: Share of CP-SAT's work budget for the full portfolio before large-neighbourhood search alone.
@@ -86,34 +100,53 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
     busy: dict[str, list] = {}                      # exclusive resources: GPEUs, single-copy layers
     pooled: dict[str, list] = {}                    # duplicated layer -> its sets' intervals
     picks: list[list] = []
+    sends: dict[int, cp_model.IntVar] = {}          # set -> when its rows leave (sets with a send)
+    pooled_links: dict[str, tuple[int, list]] = {}  # duplicated layer -> (its home tiles, its sends)
     for i, opts in enumerate(problem.options):
         o = opts[0]
         picks.append([])
-        if o.kind == "mvm":
+        end.append(start[i] + o.duration)              # the same for every option (set_options)
+        cycles = problem.send_cycles[i]
+        if cycles:
+            sends[i] = m.NewIntVar(lo[i] + o.duration, horizon, f"t{i}")
+            m.Add(sends[i] >= end[i])
+        if o.kind == "mvm" and len(opts) > 1:
             # The copies of a layer are one pool of capacity `copies` (assigned once times are known).
-            interval = m.NewFixedSizeIntervalVar(start[i], o.compute, f"i{i}")
-            (busy.setdefault(resource_key(o), []) if len(opts) == 1 else pooled.setdefault(o.node, [])).append(interval)
-            end.append(start[i] + o.duration)          # the same for every copy (set_options)
+            pooled.setdefault(o.node, []).append(m.NewFixedSizeIntervalVar(start[i], o.compute, f"i{i}"))
+            homes = {c.tile for c in opts}
+            if cycles and len(homes) == 1:          # every copy sends from one tile: its link is known
+                busy.setdefault(link_key(o.tile), []).append(m.NewFixedSizeIntervalVar(sends[i], cycles, f"l{i}"))
+            elif cycles:                            # at most one message per home tile at once
+                pooled_links.setdefault(o.node, (len(homes), []))[1].append(
+                    m.NewFixedSizeIntervalVar(sends[i], cycles, f"l{i}"))
             continue
         if len(opts) == 1:
             busy.setdefault(resource_key(o), []).append(m.NewFixedSizeIntervalVar(start[i], o.compute, f"i{i}"))
-            end.append(start[i] + o.duration)
+            for tile, length in o.reductions:
+                busy.setdefault(link_key(tile), []).append(
+                    m.NewFixedSizeIntervalVar(start[i] + o.compute, length, f"r{i}_{tile}"))
+            if cycles:
+                busy.setdefault(link_key(o.tile), []).append(m.NewFixedSizeIntervalVar(sends[i], cycles, f"l{i}"))
             continue
-        for o in opts:                              # a vector set picks one tile's GPEUs
+        for o in opts:                              # a vector set picks one tile's GPEUs (and link)
             p = m.NewBoolVar(f"p{i}_{len(picks[i])}")
             busy.setdefault(resource_key(o), []).append(
                 m.NewOptionalFixedSizeIntervalVar(start[i], o.compute, p, f"i{i}_{len(picks[i])}"))
+            if cycles:
+                busy.setdefault(link_key(o.tile), []).append(
+                    m.NewOptionalFixedSizeIntervalVar(sends[i], cycles, p, f"l{i}_{len(picks[i])}"))
             picks[i].append(p)
         m.AddExactlyOne(picks[i])
-        end.append(start[i] + o.duration)
     for node, intervals in pooled.items():
         m.AddCumulative(intervals, [1] * len(intervals), problem.mapping.layers[node].copies)
+    for capacity, intervals in pooled_links.values():
+        m.AddCumulative(intervals, [1] * len(intervals), capacity)
     for intervals in busy.values():
         if len(intervals) > 1:
             m.AddNoOverlap(intervals)
     for i, mine in enumerate(problem.edges):
         for p, lat in mine:
-            m.Add(start[i] >= end[p] + lat)
+            m.Add(start[i] >= (sends[p] if p in sends else end[p]) + lat)
     previous: dict[str, int] = {}
     for i, opts in enumerate(problem.options):
         node = opts[0].node
@@ -142,6 +175,7 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
     m.Minimize(makespan)
     # (a duplicated layer's copy choice is not a variable: see _assign_copies)
     hinted = dict(zip(start, hint.start))
+    hinted.update((v, hint.send(i)) for i, v in sends.items())
     hinted.update((p, o == t) for i, t in enumerate(hint.tasks) for p, o in zip(picks[i], problem.options[i]))
     hinted.update(zip(writes, (w.start for w in hint.writes)))
     hinted[makespan] = horizon
@@ -169,15 +203,26 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
         if code_again in (cp_model.OPTIMAL, cp_model.FEASIBLE):     # else keep the first phase's result
             solver, code = again, code_again
     status = STATUS.get(code, "unknown")
-    seconds = time.perf_counter() - began
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE) or solver.Value(makespan) >= horizon:
+        seconds = time.perf_counter() - began
         return Solved(hint, "hint" if code != cp_model.OPTIMAL else "optimal", bound, seconds, work, capped)
-    starts = [solver.Value(v) for v in start]
-    tasks = [opts[0] if len(opts) == 1 or opts[0].kind == "mvm" else
-             next(o for o, p in zip(opts, picks[i]) if solver.Value(p)) for i, opts in enumerate(problem.options)]
-    tasks = _assign_copies(problem, tasks, starts)
-    made = [Write(seg, solver.Value(w), cycles) for seg, (w, cycles) in enumerate(zip(writes, problem.write_cycles))]
-    return Solved(Schedule("cpsat", tasks, starts, made), status, bound, seconds, work, capped)
+    made = _rebuild(problem, [solver.Value(v) for v in start],
+                    {i: next(k for k, p in enumerate(mine) if solver.Value(p)) for i, mine in enumerate(picks) if mine})
+    seconds = time.perf_counter() - began
+    if made.makespan >= horizon:
+        return Solved(hint, "hint", bound, seconds, work, capped)
+    if made.makespan > solver.Value(makespan):      # links left out of the relaxation bound
+        status = "feasible"
+    return Solved(made, status, bound, seconds, work, capped)
+
+
+def _rebuild(problem: Problem, starts: list[int], picks: dict[int, int]) -> Schedule:
+    """The solver's schedule on every resource: its sets in order of start, with its GPEU
+    picks, as soon as possible (each duplicated layer's set on the copy that finishes it first).
+    Sets then start no later than the solver said (copies being interval-coloured in order of
+    start), unless links the relaxation left out are busy."""
+    order = sorted(range(problem.size), key=lambda i: (starts[i], i))
+    return schedule_clsa(problem, order, picks, name="cpsat")
 
 
 def _solver(seed: int, workers: int, budget: float, seconds: float, lns_only: bool) -> cp_model.CpSolver:
@@ -205,21 +250,3 @@ def _wall_capped(solver: cp_model.CpSolver, code: int) -> bool:
     limit = solver.parameters.max_time_in_seconds
     return code != cp_model.OPTIMAL and solver.wall_time >= limit - 0.05 and \
         solver.deterministic_time < solver.parameters.max_deterministic_time
-
-
-def _assign_copies(problem: Problem, tasks: list, starts: list[int]) -> list:
-    """Give each set of a duplicated layer a copy: in order of start, the first copy free by then.
-    The cumulative constraint keeps at most `copies` sets of a layer computing at once, so
-    (intervals being perfectly colourable) a free copy always exists."""
-    out = list(tasks)
-    by_node: dict[str, list[int]] = {}
-    for i, opts in enumerate(problem.options):
-        if opts[0].kind == "mvm" and len(opts) > 1:
-            by_node.setdefault(opts[0].node, []).append(i)
-    for ids in by_node.values():
-        free = [0] * len(problem.options[ids[0]])
-        for i in sorted(ids, key=lambda k: (starts[k], k)):
-            copy = next(c for c, t in enumerate(free) if t <= starts[i])
-            out[i] = problem.options[i][copy]
-            free[copy] = starts[i] + out[i].compute
-    return out

@@ -63,7 +63,8 @@ def surrogate(problem: Problem, copies: dict[str, int], per_tile: int) -> Proble
     copies: each copy timed like the first, on the home tile it would be placed on, and vector
     sets on the tiles their inputs would be written on. What the local search schedules to compare
     copy counts without mapping every candidate (placement changes only the small transfer and
-    reduction times, which stay those of the first copy)."""
+    reduction times, which stay those of the first copy, its partial sums' links moved with its home
+    tile)."""
     sizes = problem.mapping.copy_sizes()
     sequence = placement_order(list(sizes), copies)
     home = {key: first // per_tile
@@ -81,7 +82,11 @@ def surrogate(problem: Problem, copies: dict[str, int], per_tile: int) -> Proble
         if o.kind == "vec":
             options.append([replace(o, tile=t, resources=(f"gpeu:{t}",)) for t in tiles])
         else:
-            options.append([replace(o, copy=c, tile=home[(o.node, c)]) for c in range(copies.get(o.node, 1))])
+            chip = problem.cost.target.chip.tiles
+            options.append([replace(o, copy=c, tile=home[(o.node, c)],
+                                    reductions=tuple(((t - o.tile + home[(o.node, c)]) % chip, cycles)
+                                                     for t, cycles in o.reductions))
+                            for c in range(copies.get(o.node, 1))])
     return replace(problem, options=options)
 
 

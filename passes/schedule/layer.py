@@ -2,7 +2,8 @@
 
 Each operator starts only when the previous operator (in topological order) has
 finished every set; within a crossbar layer the sets run in order, each on the
-layer copy that frees first, as soon as that copy is free. A model run in
+layer copy on which it finishes first, as soon as that copy is free (and the
+links of its partial sums and output rows, as in :mod:`.clsa`). A model run in
 segments writes each segment's weights when its first layer is due, after
 everything before it has finished.
 """
@@ -10,12 +11,14 @@ everything before it has finished.
 from __future__ import annotations
 
 from cimc.passes.schedule.model import Schedule, Task, Write
+from cimc.passes.schedule.placement import Placer
 from cimc.passes.schedule.problem import Problem
 
 
 def schedule_layer_by_layer(problem: Problem) -> Schedule:
     n = problem.size
-    start, chosen = [0] * n, [None] * n
+    start, chosen, sends = [0] * n, [None] * n, [0] * n
+    placer = Placer(problem)
     writes: list[Write] = []
     clock = 0
     i = 0
@@ -28,18 +31,18 @@ def schedule_layer_by_layer(problem: Problem) -> Schedule:
         if first.kind == "mvm" and len(writes) < len(problem.write_cycles) and first.segment == len(writes):
             writes.append(Write(first.segment, clock, problem.write_cycles[first.segment]))
             clock = writes[-1].end
-        free = [clock] * len(problem.options[i])
         layer_end = clock
         for k in range(i, j):
-            ready = max((start[p] + chosen[p].duration + lat for p, lat in problem.edges[k]), default=0)
-            best: tuple[int, int, Task] | None = None
-            for c, option in enumerate(problem.options[k]):
-                s = max(free[c], ready)
-                if best is None or s + option.duration < best[0] + best[2].duration:
-                    best = (s, c, option)
-            start[k], c, chosen[k] = best
-            free[c] = start[k] + chosen[k].compute
+            ready = max([clock] + [sends[p] + lat for p, lat in problem.edges[k]])
+            best: tuple[int, Task] | None = None
+            for option in problem.options[k]:
+                s = placer.earliest(option, ready)
+                if best is None or s + option.duration < best[0] + best[1].duration:
+                    best = (s, option)
+            start[k], chosen[k] = best
+            placer.reserve(chosen[k], start[k])
+            sends[k] = placer.send(k, chosen[k], start[k] + chosen[k].duration)
             layer_end = max(layer_end, start[k] + chosen[k].duration)
         clock = layer_end
         i = j
-    return Schedule("layer", chosen, start, writes)
+    return Schedule("layer", chosen, start, writes, sends)

@@ -16,6 +16,8 @@ class Task:
 
     ``resources`` are busy for ``compute`` cycles from the start; the set's output
     rows exist ``duration`` cycles after the start (partial sums may still travel).
+    ``reductions``: the partial sums the copy's other tiles send to its home tile when
+    the crossbars stop, as (tile, cycles that tile's NoC link is busy sending them).
     """
 
     id: int
@@ -31,6 +33,7 @@ class Task:
     reads: tuple[tuple[str, int, int], ...]
     segment: int = 0                          # crossbar contents it needs (see mapping)
     copy: int = 0                             # which copy of a duplicated layer runs it
+    reductions: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,22 @@ class Write:
 
 @dataclass
 class Schedule:
+    """Start of every set, and when each set's output rows enter the network on chip.
+
+    ``sends[i]``: the cycle set i starts sending its rows to other tiles over its tile's
+    link (at its end, or later when the link is busy); empty: every set sends as it ends.
+    """
     scheduler: str
     tasks: list[Task]
     start: list[int]
     writes: list[Write] = field(default_factory=list)
+    sends: list[int] = field(default_factory=list)
 
     def end(self, task_id: int) -> int:
         return self.start[task_id] + self.tasks[task_id].duration
+
+    def send(self, task_id: int) -> int:
+        return self.sends[task_id] if self.sends else self.end(task_id)
 
     @property
     def makespan(self) -> int:
@@ -63,7 +75,7 @@ class Schedule:
         return sum(t.compute * len(t.resources) for t in self.tasks if t.kind == "mvm")
 
     def to_dict(self) -> dict:
-        return {"scheduler": self.scheduler, "start": list(self.start),
+        return {"scheduler": self.scheduler, "start": list(self.start), "sends": list(self.sends),
                 "tasks": [asdict(t) for t in self.tasks], "writes": [asdict(w) for w in self.writes]}
 
     @classmethod
@@ -71,9 +83,10 @@ class Schedule:
         tasks = []
         for t in data["tasks"]:
             tasks.append(Task(**{**t, "out_rows": tuple(t["out_rows"]), "resources": tuple(t["resources"]),
-                                 "reads": tuple(tuple(r) for r in t["reads"])}))
+                                 "reads": tuple(tuple(r) for r in t["reads"]),
+                                 "reductions": tuple(tuple(r) for r in t["reductions"])}))
         return cls(data["scheduler"], tasks, [int(s) for s in data["start"]],
-                   [Write(**w) for w in data["writes"]])
+                   [Write(**w) for w in data["writes"]], [int(s) for s in data["sends"]])
 
 
 def set_options(graph: Graph, mapping: Mapping, cost: CostModel, rows_per_set: int = 1) -> list[list[Task]]:
@@ -88,16 +101,16 @@ def set_options(graph: Graph, mapping: Mapping, cost: CostModel, rows_per_set: i
         if node.is_crossbar:
             layer = mapping.layers[node.name]
             copies = [layer.copy(c) for c in range(layer.copies)]
-            timing: dict[tuple[int, int], tuple[int, int]] = {}
+            timing: dict[tuple[int, int], tuple[int, int, tuple]] = {}
             for s in node_sets(graph, node, rows_per_set):
                 mine = []
                 for c, lc in enumerate(copies):
                     if (c, s.pixels) not in timing:
-                        timing[(c, s.pixels)] = cost.set_cycles(lc, s.pixels)
-                    compute, duration = timing[(c, s.pixels)]
+                        timing[(c, s.pixels)] = cost.set_cycles(lc, s.pixels) + (cost.reductions(lc, s.pixels),)
+                    compute, duration, reductions = timing[(c, s.pixels)]
                     mine.append(Task(len(options), node.name, "mvm", s.index, s.out_rows, s.pixels, lc.home_tile,
                                      tuple(f"xbar:{x}" for x in lc.xbars), compute, duration, s.reads,
-                                     layer.segment, c))
+                                     layer.segment, c, reductions))
                 # A set's rows are taken to exist after its slowest copy's reduction, whichever
                 # copy runs it: the schedulers then agree on every set's time before choosing copies.
                 slowest = max(o.duration for o in mine)

@@ -1,11 +1,16 @@
 """The scheduling problem every scheduler solves, and the lower bounds any schedule of it obeys.
 
 A problem is the sets of a mapped model (each with one option per layer copy that
-could run it), the set dependency edges with their latency, and the write time
-of each segment of a model run in segments. An edge's latency is the worst case,
+could run it), the set dependency edges with their latency, the cycles each set's
+output rows hold its tile's link into the network on chip, and the write time of
+each segment of a model run in segments. An edge's latency is the worst case,
 over the copies of producer and consumer, of bringing the producer's rows to the
-consumer's tiles: schedulers choose copies without re-deriving latencies, and
-every schedule they produce stays valid whichever copies they pick.
+consumer's tiles once they start leaving (``Schedule.sends``; at the producer's
+end when its link is free): schedulers choose copies without re-deriving
+latencies, and every schedule they produce stays valid whichever copies they pick.
+A set whose consumers might be on another tile sends its rows once (the mesh's
+routers copy a message to every tile that reads it), holding its link for
+``send_cycles``; the link is the NoC resource schedulers share (:mod:`.placement`).
 
 The bounds (:func:`lower_bounds`) hold for every schedule of the model on the
 chip, whatever copies of each layer the crossbar budget allows and whatever
@@ -43,7 +48,8 @@ class Problem:
     mapping: Mapping
     cost: CostModel
     options: list[list[Task]]               # per set: one task per copy that could run it
-    edges: list[list[tuple[int, int]]]      # per set: (producer set, latency)
+    edges: list[list[tuple[int, int]]]      # per set: (producer set, latency from its send)
+    send_cycles: list[int]                  # per set: link cycles of its rows (0: all read on its tile)
     write_cycles: list[int]                 # per segment (empty for a model that fits)
 
     @property
@@ -79,6 +85,7 @@ def build_problem(graph: Graph, mapping: Mapping, cost: CostModel, rows_per_set:
                     for opts in options]
     transfer: dict[tuple, int] = {}
     edges = []
+    sends = [0] * len(options)
     for i, mine in enumerate(producers(graph, firsts)):
         row = []
         for p in mine:
@@ -92,9 +99,11 @@ def build_problem(graph: Graph, mapping: Mapping, cost: CostModel, rows_per_set:
                         if key not in transfer:
                             transfer[key] = cost.tensor_transfer_cycles(tensor, rows, src, dst)
                         worst = max(worst, transfer[key])
+            if worst:
+                sends[p] = cost.link_cycles(cost.rows_bytes(tensor, rows))
             row.append((p, worst))
         edges.append(row)
-    return Problem(graph, mapping, cost, options, edges, cost.write_cycles())
+    return Problem(graph, mapping, cost, options, edges, sends, cost.write_cycles())
 
 
 def check_buffers(problem: Problem, target: Target) -> None:

@@ -4,8 +4,11 @@ It does not trust the tasks' own ``reads``: it recomputes from the operators'
 geometry which rows each set needs by enumerating kernel taps, expects every
 output row of every operator to be produced exactly once, checks that no
 crossbar or GPEU serves two sets at once, that a set starts only after all the
-rows it needs exist plus at least the network's hop latency from the tile that
-holds them, that crossbar sets run on all the crossbars of one copy of their
+rows it needs exist on each tile that reads them (on another tile: once they are
+sent, plus their time on the link and the hops), that no tile's network link
+carries two messages at once (a set's output rows to other tiles, sent at or after
+its end; the partial sums a copy's other tiles send home when its crossbars stop),
+that a set lasts until its partial sums have arrived, that crossbar sets run on all the crossbars of one copy of their
 own layer, that vector sets run on their tile's GPEU, and that only operators
 with a row structure (:func:`~cimc.passes.schedule.sets.row_granular`) are split
 into row sets. For a
@@ -16,8 +19,11 @@ while its own segment's weights are in the crossbars.
 
 from __future__ import annotations
 
+import math
+
 from cimc.ir import Graph
 from cimc.passes.mapping import Mapping
+from cimc.passes.schedule.cost import PARTIAL_SUM_BYTES
 from cimc.passes.schedule.model import Schedule
 from cimc.passes.schedule.sets import ROW_WISE, WINDOWED, row_granular
 from cimc.targets import Target
@@ -100,20 +106,64 @@ def validate(schedule: Schedule, graph: Graph, mapping: Mapping, target: Target)
         for (s0, e0, a), (s1, _, b) in zip(intervals, intervals[1:]):
             if s1 < e0:
                 raise ScheduleInvalid(f"{r} runs tasks {a} and {b} at the same time ({s1} < {e0})")
-    # Dependencies, recomputed from geometry.
-    hop = target.noc.hop_cycles
+    _check_network(schedule, graph, mapping, target, produced)
+
+
+def _check_network(schedule: Schedule, graph: Graph, mapping: Mapping, target: Target,
+                   produced: dict[str, dict[int, int]]) -> None:
+    """Dependencies recomputed from geometry, with the rows' way over the network."""
+    tasks = schedule.tasks
+    hop, width = target.noc.hop_cycles, target.noc.bytes_per_cycle
+    if schedule.sends and len(schedule.sends) != len(tasks):
+        raise ScheduleInvalid("schedule has a different number of send times and tasks")
+    readers: dict[int, dict[int, set[int]]] = {}       # producer -> consumer -> tiles reading there
     for t in tasks:
         node = graph.node(t.node)
+        where = set(mapping.layers[t.node].copy(t.copy).tiles) if t.kind == "mvm" else {t.tile}
         for tensor in node.inputs:
             if not tensor or graph.tensors[tensor].is_constant or tensor in graph.inputs:
                 continue
             for row in _needed_rows(graph, t.node, tensor, t.out_rows):
-                p = tasks[produced[tensor][row]]
-                arrival = schedule.end(p.id) + target.hops(p.tile, t.tile) * hop
-                if schedule.start[t.id] < arrival:
-                    raise ScheduleInvalid(f"task {t.id} ({t.node} set {t.index}) starts at "
-                                          f"{schedule.start[t.id]} before row {row} of {tensor} arrives "
-                                          f"at {arrival}")
+                readers.setdefault(produced[tensor][row], {}).setdefault(t.id, set()).update(where)
+    links: dict[int, list[tuple[int, int, str]]] = {}   # tile -> (from, to, what)
+    for p, consumers in sorted(readers.items()):
+        task, end, sent = tasks[p], schedule.end(p), schedule.send(p)
+        if sent < end:
+            raise ScheduleInvalid(f"task {p} ({task.node} set {task.index}) sends its rows at {sent}, before "
+                                  f"it ends at {end}")
+        out = graph.tensors[graph.node(task.node).outputs[0]]
+        nbytes = out.size * target.precision.activation_bits / 8 * (task.out_rows[1] - task.out_rows[0]) \
+            / _rows(out.shape)
+        cycles = math.ceil(nbytes / width)
+        if any(tile != task.tile for tiles in consumers.values() for tile in tiles):
+            links.setdefault(task.tile, []).append((sent, sent + cycles, f"the rows of task {p}"))
+        for c, tiles in consumers.items():
+            arrival = max(end if tile == task.tile else sent + cycles + target.hops(task.tile, tile) * hop
+                          for tile in tiles)
+            if schedule.start[c] < arrival:
+                raise ScheduleInvalid(f"task {c} ({tasks[c].node} set {tasks[c].index}) starts at "
+                                      f"{schedule.start[c]} before the rows of task {p} ({task.node} set "
+                                      f"{task.index}) arrive at {arrival}")
+    for t in tasks:
+        if t.kind != "mvm":
+            continue
+        own = mapping.layers[t.node].copy(t.copy)
+        stop = schedule.start[t.id] + t.compute
+        for tile in own.tiles:
+            if tile == own.home_tile:
+                continue
+            outputs = len({c for x in own.crossbars if x.tile == tile for c in range(*x.cols)})
+            cycles = math.ceil(t.pixels * outputs * PARTIAL_SUM_BYTES / width)
+            links.setdefault(tile, []).append((stop, stop + cycles, f"the partial sums of task {t.id}"))
+            if t.duration < t.compute + cycles + target.hops(tile, own.home_tile) * hop:
+                raise ScheduleInvalid(f"task {t.id} ({t.node} set {t.index}) ends before the partial sums of "
+                                      f"tile {tile} reach tile {own.home_tile}")
+    for tile, messages in links.items():
+        messages.sort()
+        for (s0, e0, a), (s1, _, b) in zip(messages, messages[1:]):
+            if s1 < e0:
+                raise ScheduleInvalid(f"the network link of tile {tile} carries {a} and {b} at the same time "
+                                      f"({s1} < {e0})")
 
 
 def _check_writes(schedule: Schedule, mapping: Mapping, target: Target) -> None:

@@ -131,3 +131,13 @@ def test_schedule_views_show_the_links(programs):
     sets = schedule_json(program)["sets"]
     assert [s["send"] for s in sets] == program.schedule.sends
     assert any(s["send"] > s["end"] for s in sets)
+
+
+def test_cpsat_without_links_in_its_model_replays_its_solution_onto_them(jammed, monkeypatch):
+    """Above LINK_MODEL_SETS sets CP-SAT leaves the links out; the replay keeps the result valid."""
+    import cimc.passes.schedule.cpsat as cpsat
+    monkeypatch.setattr(cpsat, "LINK_MODEL_SETS", 0)
+    program = compile_model(models.residual_net(), jammed, scheduler="cpsat", solver_work=1.0)
+    _check(program, program.schedule)
+    assert _late_sends(program.schedule)
+    assert program.report["makespan_cycles"] <= program.report["comparison"]["clsa"]

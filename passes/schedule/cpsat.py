@@ -179,7 +179,7 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
     for w, cycles in zip(writes, problem.write_cycles):
         m.Add(makespan >= w + cycles)
     m.Minimize(makespan)
-    # (a duplicated layer's copy choice is not a variable: see _assign_copies)
+    # (a duplicated layer's copy choice is not a variable: see _rebuild)
     hinted = dict(zip(start, hint.start))
     hinted.update((v, hint.send(i)) for i, v in sends.items())
     hinted.update((p, o == t) for i, t in enumerate(hint.tasks) for p, o in zip(picks[i], problem.options[i]))

@@ -2,19 +2,21 @@
 
 It does not trust the tasks' own ``reads``: it recomputes from the operators'
 geometry which rows each set needs by enumerating kernel taps, expects every
-output row of every operator to be produced exactly once, checks that no
-crossbar or GPEU serves two sets at once, that a set starts only after all the
-rows it needs exist on each tile that reads them (on another tile: once they are
-sent, plus their time on the link and the hops), that no tile's network link
-carries two messages at once (a set's output rows to other tiles, sent at or after
-its end; the partial sums a copy's other tiles send home when its crossbars stop),
-that a set lasts until its partial sums have arrived, that crossbar sets run on all the crossbars of one copy of their
-own layer, that vector sets run on their tile's GPEU, and that only operators
-with a row structure (:func:`~cimc.passes.schedule.sets.row_granular`) are split
-into row sets. For a
-model run in segments it checks that every segment is programmed once, for at
-least as long as its rows take to write, and that a crossbar set runs only
-while its own segment's weights are in the crossbars.
+output row of every operator to be produced exactly once, and checks:
+
+- no crossbar or GPEU serves two sets at once; crossbar sets run on all the
+  crossbars of one copy of their own layer, vector sets on their tile's GPEU;
+- a set starts only after the rows it needs exist on each tile that reads them:
+  on its producer's tile at the producer's end; on another tile once they are
+  sent (at or after that end), plus their time on the link and the hops;
+- no tile's network link carries two messages at once (a set's output rows to
+  other tiles; the partial sums a copy's other tiles send home when its crossbars
+  stop), and a set lasts until its partial sums have arrived;
+- only operators with a row structure (:func:`~cimc.passes.schedule.sets.row_granular`)
+  are split into row sets;
+- for a model run in segments, every segment is programmed once, for at least as
+  long as its rows take to write, and a crossbar set runs only while its own
+  segment's weights are in the crossbars.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cimc.passes.schedule.model import Schedule, Task, Write
+from cimc.passes.schedule.model import Schedule, Write
 from cimc.passes.schedule.placement import Placer
 from cimc.passes.schedule.problem import Problem
 
@@ -46,14 +46,8 @@ def schedule_clsa(problem: Problem, order: Sequence[int] | None = None, fixed: d
             barrier = writes[-1].end
         ready = max((sends[p] + lat for p, lat in problem.edges[k]), default=0)
         ready = max(ready, previous.get(first.node, 0), barrier if first.kind == "mvm" else 0)
-        best: tuple[int, Task] | None = None
-        for option in ([problem.options[k][fixed[k]]] if k in fixed else problem.options[k]):
-            s = placer.earliest(option, ready)
-            if best is None or s + option.duration < best[0] + best[1].duration:
-                best = (s, option)
-        start[k], chosen[k] = best
-        placer.reserve(chosen[k], start[k])
-        sends[k] = placer.send(k, chosen[k], start[k] + chosen[k].duration)
+        options = [problem.options[k][fixed[k]]] if k in fixed else problem.options[k]
+        start[k], chosen[k], sends[k] = placer.place(k, options, ready)
         previous[first.node] = start[k]
         if first.kind == "mvm":
             crossbars_done = max(crossbars_done, start[k] + chosen[k].compute)

@@ -10,7 +10,7 @@ everything before it has finished.
 
 from __future__ import annotations
 
-from cimc.passes.schedule.model import Schedule, Task, Write
+from cimc.passes.schedule.model import Schedule, Write
 from cimc.passes.schedule.placement import Placer
 from cimc.passes.schedule.problem import Problem
 
@@ -34,14 +34,7 @@ def schedule_layer_by_layer(problem: Problem) -> Schedule:
         layer_end = clock
         for k in range(i, j):
             ready = max([clock] + [sends[p] + lat for p, lat in problem.edges[k]])
-            best: tuple[int, Task] | None = None
-            for option in problem.options[k]:
-                s = placer.earliest(option, ready)
-                if best is None or s + option.duration < best[0] + best[1].duration:
-                    best = (s, option)
-            start[k], chosen[k] = best
-            placer.reserve(chosen[k], start[k])
-            sends[k] = placer.send(k, chosen[k], start[k] + chosen[k].duration)
+            start[k], chosen[k], sends[k] = placer.place(k, problem.options[k], ready)
             layer_end = max(layer_end, start[k] + chosen[k].duration)
         clock = layer_end
         i = j

@@ -73,6 +73,18 @@ class Placer:
         for tile, cycles in option.reductions:
             self._line(link_key(tile)).reserve(start + option.compute, cycles)
 
+    def place(self, task_id: int, options: list[Task], ready: int) -> tuple[int, Task, int]:
+        """Put a set, ready at ``ready``, on the option on which it finishes first; book its
+        resources and links. Returns its start, the option and when its rows leave."""
+        best: tuple[int, Task] | None = None
+        for option in options:
+            s = self.earliest(option, ready)
+            if best is None or s + option.duration < best[0] + best[1].duration:
+                best = (s, option)
+        start, option = best
+        self.reserve(option, start)
+        return start, option, self.send(task_id, option, start + option.duration)
+
     def send(self, task_id: int, option: Task, end: int) -> int:
         """Book the link of the set's tile for its output rows from ``end`` on; when they leave."""
         cycles = self.problem.send_cycles[task_id]

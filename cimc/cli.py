@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="layer: layer by layer, one copy of each layer (the baseline, default); clsa: "
                         "CLSA-CIM cross-layer scheduling (sets start as soon as the rows they need exist) "
                         "with greedy weight duplication in the spare crossbars; cpsat: a local search over "
-                        "copy counts, then OR-Tools CP-SAT over set assignment and order, hinted with clsa; "
+                        "copy counts, then OR-Tools CP-SAT over set assignment and order (copies, GPEUs, network "
+                        "links), hinted with clsa; every scheduler queues messages on busy links; "
                         "the report gives a lower bound on any schedule and the gap to it")
     c.add_argument("--solver-work", type=float, default=2.0, metavar="UNITS",
                    help="cpsat's budget in units of CP-SAT's deterministic time (about a second each on "

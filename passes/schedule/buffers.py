@@ -16,7 +16,6 @@ import numpy as np
 
 from cimc.passes.schedule.model import Schedule, task_tiles
 from cimc.passes.schedule.problem import Problem
-from cimc.passes.schedule.sets import tensor_rows
 
 
 @dataclass(frozen=True)
@@ -29,14 +28,12 @@ class BufferPeak:
 def _held(problem: Problem, schedule: Schedule) -> tuple[list[int], list[int], list[int], list[float]]:
     """One (tile, from, to, bytes) per copy of a set's output rows that some consumer reads."""
     graph, mapping = problem.graph, problem.mapping
-    per_byte = problem.cost.activation_bytes
     tiles, starts, ends, sizes = [], [], [], []
     for i, successors in enumerate(problem.successors()):
         if not successors:
             continue
         task = schedule.tasks[i]
-        t = graph.tensors[graph.node(task.node).outputs[0]]
-        size = t.size * per_byte * (task.out_rows[1] - task.out_rows[0]) / max(1, tensor_rows(t.shape))
+        size = problem.cost.rows_bytes(graph.node(task.node).outputs[0], task.out_rows[1] - task.out_rows[0])
         done, sent = schedule.end(i), schedule.send(i)
         arrive: dict[int, int] = {}         # tile -> when the rows are there
         until: dict[int, int] = {}          # tile -> when the last consumer there has finished

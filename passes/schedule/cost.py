@@ -93,8 +93,9 @@ class CostModel:
         return max(1, math.ceil(elements / (g.per_tile * g.elements_per_cycle)))
 
     def rows_bytes(self, tensor: str, rows: int) -> float:
+        """Bytes of ``rows`` rows of an activation tensor (what a set moves or a buffer holds)."""
         t = self.graph.tensors[tensor]
-        return t.size * self.activation_bytes * rows / tensor_rows(t.shape)
+        return t.size * self.activation_bytes * rows / max(1, tensor_rows(t.shape))
 
     def tensor_transfer_cycles(self, tensor: str, rows: int, src: int, dst: int) -> int:
         return self.transfer_cycles(self.rows_bytes(tensor, rows), src, dst)

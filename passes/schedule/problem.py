@@ -38,7 +38,7 @@ from cimc.ir import Graph
 from cimc.passes.mapping import Mapping
 from cimc.passes.schedule.cost import CostModel
 from cimc.passes.schedule.model import Task, producers, set_options, task_tiles
-from cimc.passes.schedule.sets import row_granular, tensor_rows
+from cimc.passes.schedule.sets import row_granular
 from cimc.targets import Target
 
 
@@ -113,7 +113,6 @@ def check_buffers(problem: Problem, target: Target) -> None:
     operator without row structure is one set over whole tensors, which the buffer model does
     not cover (it would refuse most models at once)."""
     capacity = target.buffer.kib_per_tile * 1024
-    per_byte = target.precision.activation_bits / 8
     graph = problem.graph
     worst, where = 0.0, None
     for opts in problem.options:
@@ -122,7 +121,7 @@ def check_buffers(problem: Problem, target: Target) -> None:
         if row_granular(graph, node) is None:
             continue
         rows = [(t, b - a) for t, a, b in task.reads] + [(node.outputs[0], task.out_rows[1] - task.out_rows[0])]
-        need = sum(graph.tensors[t].size / max(1, tensor_rows(graph.tensors[t].shape)) * r * per_byte for t, r in rows)
+        need = sum(problem.cost.rows_bytes(t, r) for t, r in rows)
         if need > worst:
             worst, where = need, task
     if worst > capacity:

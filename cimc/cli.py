@@ -47,8 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="layer: layer by layer, one copy of each layer (the baseline, default); clsa: "
                         "CLSA-CIM cross-layer scheduling (sets start as soon as the rows they need exist) "
                         "with greedy weight duplication in the spare crossbars; cpsat: a local search over "
-                        "copy counts, then OR-Tools CP-SAT over set assignment and order (copies, GPEUs, network "
-                        "links), hinted with clsa; every scheduler queues messages on busy links; "
+                        "copy counts, copies packed tile after tile or spread over the tiles (whichever "
+                        "schedules shorter), then OR-Tools CP-SAT over set assignment and order (copies, GPEUs, "
+                        "network links), hinted with clsa; every scheduler queues messages on busy links; "
                         "the report gives a lower bound on any schedule and the gap to it")
     c.add_argument("--solver-work", type=float, default=2.0, metavar="UNITS",
                    help="cpsat's budget in units of CP-SAT's deterministic time (about a second each on "
@@ -214,7 +215,7 @@ def _cmd_compile(args: argparse.Namespace) -> None:
           f"PE utilization {100 * r['pe_utilization']:.1f} % -> {args.output}")
     duplicated = sum(c > 1 for c in r["copies"].values())
     print(f"  lower bound {r['lower_bound_cycles']} cycles (gap {100 * r['gap']:.1f} %); layers duplicated: "
-          f"{duplicated} ({sum(r['copies'].values())} copies of {len(r['copies'])} layers); same mapping: "
+          f"{duplicated} ({sum(r['copies'].values())} copies of {len(r['copies'])} layers, {r['placement']}); same mapping: "
           f"layer {r['comparison']['layer']}, clsa {r['comparison']['clsa']} cycles; layer by layer without "
           f"duplication {r['comparison']['layer_one_copy']} cycles; activation buffer peak "
           f"{r['buffer_peak_kib']:.1f} KiB on tile {r['buffer_peak_tile']} (of {r['buffer_kib_per_tile']:g} KiB)"

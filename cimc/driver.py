@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 import cimc
-from cimc.errors import CimcError
+from cimc.errors import CapacityError, CimcError
 from cimc.frontend import import_onnx, parse_input_shapes
 from cimc.inputs import check_arrays, load_npz
 from cimc.ir import PASS_ATTRS, Graph
@@ -169,17 +169,18 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
     began = time.perf_counter()
     problem = build_problem(graph, single, CostModel(target, graph, single), rows_per_set)
     baseline = schedule_layer_by_layer(problem)
-    solver: dict = {"status": None, "bound": None, "seconds": None, "work": None, "limit": None}
+    solver: dict = {"status": None, "bound": None, "seconds": None, "work": None, "limit": None,
+                    "placement": "packed"}
     if scheduler == "layer":
         solver["comparison"] = {"layer": baseline.makespan, "clsa": schedule_clsa(problem).makespan,
                                 "layer_one_copy": baseline.makespan}
         return problem, baseline, solver
     per_tile = target.chip.pes_per_tile
 
-    def duplicated(copies: dict[str, int]) -> Problem:
-        if all(c == 1 for c in copies.values()):
+    def duplicated(copies: dict[str, int], spread: bool = False) -> Problem:
+        if all(c == 1 for c in copies.values()) and not spread:
             return problem
-        mapping = map_layers(graph, target, False, blocks, copies)
+        mapping = map_layers(graph, target, False, blocks, copies, spread)
         return build_problem(graph, mapping, CostModel(target, graph, mapping), rows_per_set)
 
     copies = greedy_copies(problem, per_tile)
@@ -196,6 +197,15 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
             schedule = schedule_clsa(trial)
             if schedule.makespan < hint.makespan:
                 final, hint = trial, schedule
+        # where the copies go: packed (as for clsa) or spread over the tiles, whichever schedules shorter
+        try:
+            spread = duplicated({name: lm.copies for name, lm in final.mapping.layers.items()}, spread=True)
+        except CapacityError:                       # some copy does not fit a tile whole
+            spread = None
+        if spread is not None:
+            schedule = schedule_clsa(spread)
+            if schedule.makespan < hint.makespan:
+                final, hint, solver["placement"] = spread, schedule, "spread"
     layer = baseline if final is problem else schedule_layer_by_layer(final)
     solver["comparison"] = {"layer": layer.makespan, "clsa": hint.makespan, "layer_one_copy": baseline.makespan}
     if scheduler == "clsa":
@@ -217,6 +227,7 @@ def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target:
         "lower_bound_cycles": int(bound), "lower_bounds": {k: int(v) for k, v in bounds.items()},
         "gap": (makespan - bound) / makespan if makespan else 0.0,
         "copies": {name: lm.copies for name, lm in problem.mapping.layers.items()},
+        "placement": solver["placement"],
         "solver_status": solver["status"], "solver_bound_cycles": solver["bound"],
         "solver_work": solver["work"], "solver_limit": solver["limit"],
         "comparison": {k: int(v) for k, v in solver["comparison"].items()},

@@ -29,6 +29,7 @@ the block's height or width either way; :func:`row_indices` and
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -193,10 +194,16 @@ def plan_size(plan: list[Block]) -> int:
 
 
 def map_layers(graph: Graph, target: Target, allow_reprogramming: bool = False,
-               plans: dict[str, list[Block]] | None = None, copies: dict[str, int] | None = None) -> Mapping:
+               plans: dict[str, list[Block]] | None = None, copies: dict[str, int] | None = None,
+               spread: bool = False) -> Mapping:
     """Place every layer's blocks (``plans`` from SWS where given), ``copies[layer]`` times
     (default once; duplicated layers are placed copy after copy, each kept within a tile
-    where it fits one). Duplication is for a model that fits the chip with its copies."""
+    where it fits one). Duplication is for a model that fits the chip with its copies.
+
+    ``spread`` places each copy on the tile with the most free crossbars instead of packing
+    copies tile after tile (:func:`spread_crossbars`): a model much smaller than the chip then
+    writes its outputs on many tiles, whose GPEUs and network links work in parallel, where
+    packing leaves them on the first few. ``cpsat`` decides between the two."""
     plans = layer_plans(graph, target, plans)
     copies = {name: (copies or {}).get(name, 1) for name in plans}
     sizes = {name: plan_size(plan) for name, plan in plans.items()}
@@ -219,6 +226,12 @@ def map_layers(graph: Graph, target: Target, allow_reprogramming: bool = False,
     slots: dict[str, list[CrossbarSlot]] = {}
     next_id = 0
     for segment, names in enumerate(_segments(order, sizes, total)):
+        if spread:
+            placed = _place(plans, copies, names, target.chip.pes_per_tile, segment, next_id,
+                            keep_layers_whole=True, tiles=target.chip.tiles)
+            slots.update(placed)
+            next_id += sum(len(layer) for layer in placed.values())
+            continue
         # Keep each layer inside one tile where that still fits the chip; else pack densely.
         placed = _place(plans, copies, names, target.chip.pes_per_tile, segment, next_id, keep_layers_whole=True)
         if max((x.xbar for layer in placed.values() for x in layer), default=0) >= total:
@@ -247,11 +260,20 @@ def _segments(order: list[str], sizes: dict[str, int], total: int) -> list[list[
 
 
 def _place(plans: dict[str, list[Block]], copies: dict[str, int], order: list[str], per_tile: int,
-           segment: int, first_id: int, keep_layers_whole: bool) -> dict[str, list[CrossbarSlot]]:
+           segment: int, first_id: int, keep_layers_whole: bool, tiles: int = 0) -> dict[str, list[CrossbarSlot]]:
+    """Blocks of every copy, packed tile after tile, or spread over ``tiles`` tiles when given."""
     placed: dict[str, list[CrossbarSlot]] = {name: [] for name in order}
     next_id = first_id
     sequence = placement_order(order, copies)
-    firsts = first_crossbars([plan_size(plans[name]) for name, _ in sequence], per_tile, keep_layers_whole)
+    sizes = [plan_size(plans[name]) for name, _ in sequence]
+    if tiles:
+        spread = spread_crossbars(sizes, per_tile, tiles)
+        if spread is None:
+            raise CapacityError(f"the layer copies do not fit whole on {tiles} tiles of {per_tile} crossbars "
+                                f"when spread (the largest needs {max(sizes)}); place them packed")
+        firsts = spread
+    else:
+        firsts = first_crossbars(sizes, per_tile, keep_layers_whole)
     for (name, copy), next_xbar in zip(sequence, firsts):
         for b in plans[name]:
             xbar = next_xbar + b.local
@@ -278,6 +300,21 @@ def first_crossbars(sizes: list[int], per_tile: int, keep_whole: bool) -> list[i
             next_xbar += free_here
         out.append(next_xbar)
         next_xbar += size
+    return out
+
+
+def spread_crossbars(sizes: list[int], per_tile: int, tiles: int) -> list[int] | None:
+    """Where each of a sequence of layer copies starts when each goes, whole, to the tile with
+    the most free crossbars (the lowest such tile): copies of one layer land on different tiles
+    while there is room. None when some copy finds no tile with room for all of it."""
+    free = [(-per_tile, tile) for tile in range(tiles)]        # a heap: most free room first
+    out = []
+    for size in sizes:
+        room, tile = heapq.heappop(free)
+        if size > -room:
+            return None
+        out.append(tile * per_tile + per_tile + room)
+        heapq.heappush(free, (room + size, tile))
     return out
 
 

@@ -16,7 +16,8 @@ from onnx import helper
 import cimc
 from cimc.cli import main
 from cimc.frontend import import_onnx
-from cimc.passes.mapping import map_layers
+from cimc.errors import CapacityError
+from cimc.passes.mapping import map_layers, spread_crossbars
 from cimc.passes.quantize import quantize
 from cimc.passes.schedule.clsa import schedule_clsa
 from cimc.passes.schedule.cost import CostModel
@@ -137,6 +138,47 @@ def test_greedy_duplication_fills_the_budget_from_the_bottleneck(small):
     assert sum(copies.values()) > len(copies) and used <= small.total_crossbars
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 8), min_size=1, max_size=40), st.integers(1, 6))
+def test_spread_puts_each_copy_whole_on_a_least_filled_tile(sizes, tiles):
+    per_tile = 8
+    free, expected = [per_tile] * tiles, []
+    for size in sizes:
+        tile = free.index(max(free))                # the least filled tile (the lowest such)
+        if size > free[tile]:                       # no tile has room for all of it
+            expected = None
+            break
+        expected.append(tile * per_tile + per_tile - free[tile])           # next to what is there
+        free[tile] -= size
+    firsts = spread_crossbars(sizes, per_tile, tiles)
+    assert firsts == expected
+    for first, size in zip(firsts or (), sizes):
+        assert first // per_tile == (first + size - 1) // per_tile        # whole, on one tile
+
+
+def test_spread_copies_of_a_layer_land_on_different_tiles(small):
+    g = _graph(models.conv_chain_net(), small)
+    name = next(iter(map_layers(g, small).layers))
+    packed = map_layers(g, small, copies={name: 3})
+    spread = map_layers(g, small, copies={name: 3}, spread=True)
+    layer = spread.layers[name]
+    assert len({layer.copy(c).home_tile for c in range(3)}) == 3
+    assert len(packed.layers[name].tiles) < 3
+    for lm, other in zip(spread.layers.values(), packed.layers.values()):   # the same blocks, elsewhere
+        assert sorted((x.copy, x.group, x.rows, x.cols) for x in lm.crossbars) == \
+            sorted((x.copy, x.group, x.rows, x.cols) for x in other.crossbars)
+    assert len({x.xbar for lm in spread.layers.values() for x in lm.crossbars}) == spread.crossbars_used == \
+        sum(len(lm.crossbars) for lm in spread.layers.values())
+
+
+def test_spread_refuses_a_copy_larger_than_a_tile(narrow):
+    g = _graph(models.conv_chain_net(), narrow)
+    if max(len(lm.xbars) for lm in map_layers(g, narrow).layers.values()) <= narrow.chip.pes_per_tile:
+        pytest.skip("every layer fits one tile of this target")
+    with pytest.raises(CapacityError, match="spread"):
+        map_layers(g, narrow, spread=True)
+
+
 # -- schedulers end to end ----------------------------------------------------------------------
 
 CASES = [("conv_chain_net", "small"), ("residual_net", "small"), ("vector_ops_net", "small"),
@@ -186,6 +228,19 @@ def test_report_gives_bound_gap_copies_and_comparison(compiled_all, builder, tar
     assert r["makespan_cycles"] <= r["comparison"]["clsa"] <= r["comparison"]["layer"]
     assert r["comparison"]["layer"] <= r["comparison"]["layer_one_copy"]
     assert 0 < r["pe_utilization"] <= 1
+
+
+def test_cpsat_spreads_copies_over_tiles_when_that_schedules_shorter(compiled_all):
+    # vector_ops_net's row-wise operators run on the GPEU of a tile their input is written on:
+    # with the copies packed on tile 0 they queue there; spread, they run on several tiles at once
+    _, clsa = compiled_all("vector_ops_net", "small", "clsa")
+    _, cpsat = compiled_all("vector_ops_net", "small", "cpsat")
+    assert clsa.report["placement"] == "packed" and cpsat.report["placement"] == "spread"
+    assert cpsat.report["makespan_cycles"] < clsa.report["comparison"]["clsa"] == clsa.report["makespan_cycles"]
+
+    def gpeus(program):
+        return {t.tile for t in program.schedule.tasks if t.kind == "vec"}
+    assert len(gpeus(cpsat)) > len(gpeus(clsa))
 
 
 def test_the_bound_holds_below_every_scheduler_on_every_duplication(small):

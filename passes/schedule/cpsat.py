@@ -39,7 +39,11 @@ The model, for one duplication (copies per layer) and one mapping:
 Which copies each layer gets is decided outside, by :func:`improve_copies`: a
 local search over copy counts that moves a copy's worth of crossbars from one
 layer to another and keeps the move when the ``clsa`` schedule of the result
-is shorter; CP-SAT then decides assignment and order for the best counts. The
+is shorter; then where the copies go, packed tile after tile as for ``clsa`` or spread
+over the tiles (:func:`~cimc.passes.mapping.spread_crossbars`), whichever the ``clsa``
+schedule finds shorter: spread, a small model's vector sets and messages use the GPEUs and
+links of many tiles instead of queuing on the first few. CP-SAT then decides assignment and
+order for that mapping. The
 solver's result, rebuilt, is kept only when it is shorter than the hint; otherwise
 the hint is returned. Every result goes through the validator like any other.
 

@@ -304,17 +304,31 @@ def first_crossbars(sizes: list[int], per_tile: int, keep_whole: bool) -> list[i
 
 
 def spread_crossbars(sizes: list[int], per_tile: int, tiles: int) -> list[int] | None:
-    """Where each of a sequence of layer copies starts when each goes, whole, to the tile with
-    the most free crossbars (the lowest such tile): copies of one layer land on different tiles
-    while there is room. None when some copy finds no tile with room for all of it."""
-    free = [(-per_tile, tile) for tile in range(tiles)]        # a heap: most free room first
-    out = []
-    for size in sizes:
+    """Where each of a sequence of layer copies starts when copies are spread over the tiles: a
+    copy larger than a tile on tiles of its own, from the first tile on; every other copy, whole,
+    on the tile with the most free crossbars (the lowest such tile), the largest first, so that
+    copies of one layer land on different tiles while there is room. None when some copy finds
+    no room."""
+    out = [0] * len(sizes)
+    order = sorted(range(len(sizes)), key=lambda k: -sizes[k])
+    next_tile = 0
+    for k in (k for k in order if sizes[k] > per_tile):
+        out[k] = next_tile * per_tile
+        next_tile += -(-sizes[k] // per_tile)
+    if next_tile > tiles:
+        return None
+    used = {t: 0 for t in range(next_tile, tiles)}
+    for k in order:                                 # the tail of each large copy leaves room on its last tile
+        if sizes[k] > per_tile and sizes[k] % per_tile:
+            used[(out[k] + sizes[k]) // per_tile] = sizes[k] % per_tile
+    free = [(used[t] - per_tile, t) for t in sorted(used)]     # a heap: most free room first
+    heapq.heapify(free)
+    for k in (k for k in order if sizes[k] <= per_tile):
         room, tile = heapq.heappop(free)
-        if size > -room:
+        if sizes[k] > -room:
             return None
-        out.append(tile * per_tile + per_tile + room)
-        heapq.heappush(free, (room + size, tile))
+        out[k] = tile * per_tile + per_tile + room
+        heapq.heappush(free, (room + sizes[k], tile))
     return out
 
 

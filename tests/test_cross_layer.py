@@ -138,22 +138,34 @@ def test_greedy_duplication_fills_the_budget_from_the_bottleneck(small):
     assert sum(copies.values()) > len(copies) and used <= small.total_crossbars
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(1, 8), min_size=1, max_size=40), st.integers(1, 6))
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 20), min_size=1, max_size=40), st.integers(1, 8))
 def test_spread_puts_each_copy_whole_on_a_least_filled_tile(sizes, tiles):
     per_tile = 8
-    free, expected = [per_tile] * tiles, []
-    for size in sizes:
-        tile = free.index(max(free))                # the least filled tile (the lowest such)
-        if size > free[tile]:                       # no tile has room for all of it
-            expected = None
-            break
-        expected.append(tile * per_tile + per_tile - free[tile])           # next to what is there
-        free[tile] -= size
     firsts = spread_crossbars(sizes, per_tile, tiles)
-    assert firsts == expected
-    for first, size in zip(firsts or (), sizes):
-        assert first // per_tile == (first + size - 1) // per_tile        # whole, on one tile
+    large = [s for s in sizes if s > per_tile]
+    if sum(-(-s // per_tile) for s in large) > tiles:
+        assert firsts is None                       # the copies larger than a tile alone need more
+        return
+    if not large:                                   # then exactly: the largest first, on the least filled
+        free, expected = [per_tile] * tiles, [0] * len(sizes)
+        for k in sorted(range(len(sizes)), key=lambda k: -sizes[k]):
+            tile = free.index(max(free))            # (the lowest such tile)
+            if sizes[k] > free[tile]:               # no tile has room for all of it
+                expected = None
+                break
+            expected[k] = tile * per_tile + per_tile - free[tile]          # next to what is there
+            free[tile] -= sizes[k]
+        assert firsts == expected
+    if firsts is None:
+        return
+    taken = [x for first, size in zip(firsts, sizes) for x in range(first, first + size)]
+    assert len(taken) == len(set(taken)) and max(taken) < tiles * per_tile   # no crossbar twice, on chip
+    for first, size in zip(firsts, sizes):
+        if size <= per_tile:
+            assert first // per_tile == (first + size - 1) // per_tile    # whole, on one tile
+        else:
+            assert first % per_tile == 0                                   # on tiles of its own
 
 
 def test_spread_copies_of_a_layer_land_on_different_tiles(small):
@@ -171,12 +183,27 @@ def test_spread_copies_of_a_layer_land_on_different_tiles(small):
         sum(len(lm.crossbars) for lm in spread.layers.values())
 
 
-def test_spread_refuses_a_copy_larger_than_a_tile(narrow):
-    g = _graph(models.conv_chain_net(), narrow)
-    if max(len(lm.xbars) for lm in map_layers(g, narrow).layers.values()) <= narrow.chip.pes_per_tile:
-        pytest.skip("every layer fits one tile of this target")
+def test_spread_gives_a_copy_larger_than_a_tile_tiles_of_its_own(narrow):
+    g = _graph(models.conv_chain_net(), narrow)            # conv0 4 crossbars, conv1 6: tiles hold 2
+    mapping = map_layers(g, narrow, copies={"conv1": 2}, spread=True)
+    per_tile = narrow.chip.pes_per_tile
+    for lm in mapping.layers.values():
+        for c in range(lm.copies):
+            xbars = lm.copy(c).xbars
+            assert xbars == tuple(range(xbars[0], xbars[0] + len(xbars)))
+            if len(xbars) > per_tile:
+                assert xbars[0] % per_tile == 0
+            else:
+                assert len(lm.copy(c).tiles) == 1
+    problem = build_problem(g, mapping, CostModel(narrow, g, mapping))
+    validate(schedule_clsa(problem), g, mapping, narrow)
+
+
+def test_spread_refuses_copies_that_only_fit_packed(small):
+    g = _graph(models.conv_chain_net(), small)              # 4 tiles of 8: four copies of 6 leave 2 each
+    assert map_layers(g, small, copies={"conv1": 4}).layers["conv1"].copies == 4
     with pytest.raises(CapacityError, match="spread"):
-        map_layers(g, narrow, spread=True)
+        map_layers(g, small, copies={"conv1": 4}, spread=True)
 
 
 # -- schedulers end to end ----------------------------------------------------------------------
@@ -397,7 +424,7 @@ def test_buffer_peak_equals_a_cycle_by_cycle_count(compiled_all, small, narrow, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantize(g, chip, {"x": uniform(model, 8, seed=0)})
-    mapping = map_layers(g, chip, False, None, program.report["copies"])
+    mapping = map_layers(g, chip, False, None, program.report["copies"], program.report["placement"] == "spread")
     problem = build_problem(g, mapping, CostModel(chip, g, mapping))
     assert [(t.node, t.out_rows) for t in program.schedule.tasks] == \
         [(o[0].node, o[0].out_rows) for o in problem.options]

@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                         "the report gives a lower bound on any schedule and the gap to it")
     c.add_argument("--solver-work", type=float, default=2.0, metavar="UNITS",
                    help="cpsat's budget in units of CP-SAT's deterministic time (about a second each on "
-                        "small models, up to ~20 s on light_resnet50 on 2 cores), and per unit 10 copy "
+                        "small models, 60 to 120 s on light_resnet50 on 2 cores), and per unit 10 copy "
                         "counts tried or as many as 20,000 sets scheduled allow: counted work, not time, "
                         "so the same options give the same program on any machine (default 2)")
     c.add_argument("--solver-time", type=float, default=300.0, metavar="SECONDS",

@@ -88,7 +88,7 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
     ADC conversions, energy and crossbars of the result and of the baselines B1 and B2.
 
     ``scheduler``: see :data:`SCHEDULERS`. ``solver_work``: ``cpsat``'s budget in units of
-    CP-SAT's deterministic time (about a second each on small models, up to ~20 s on
+    CP-SAT's deterministic time (about a second each on small models, 60 to 120 s on
     light_resnet50 on a 2-core machine), plus copy counts tried per unit (:data:`SETS_PER_UNIT`);
     counted work, not time, so the same options give the same program on any machine.
     ``solver_time``: a wall-clock cap in seconds on ``cpsat``; a compile it stops is reported

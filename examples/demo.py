@@ -118,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     banner("summary")
     print(f"crossbars used       {report['crossbars_used']} of {report['crossbars_available']} "
           f"on {report['tiles_used']} tile(s)")
+    kept = (f" (cpsat {report['solver_status']}, copies {report['placement']})"
+            if report["solver_status"] else "")
     print(f"makespan             {report['makespan_cycles']} cycles ({report['makespan_us']:.2f} us), "
-          f"{report['scheduler']} scheduler")
+          f"{report['scheduler']} schedule{kept}")
     print(f"lower bound          {report['lower_bound_cycles']} cycles (gap {100 * report['gap']:.1f} %); "
           f"layer by layer without duplication {report['comparison']['layer_one_copy']} cycles "
           f"({report['comparison']['layer_one_copy'] / report['makespan_cycles']:.1f}x longer)")

@@ -200,8 +200,8 @@ def map_layers(graph: Graph, target: Target, allow_reprogramming: bool = False,
     (default once; duplicated layers are placed copy after copy, each kept within a tile
     where it fits one). Duplication is for a model that fits the chip with its copies.
 
-    ``spread`` places each copy on the tile with the most free crossbars instead of packing
-    copies tile after tile (:func:`spread_crossbars`): a model much smaller than the chip then
+    ``spread`` places each copy that fits a tile on the tile with the most free crossbars (larger
+    ones on tiles of their own) instead of packing copies tile after tile (:func:`spread_crossbars`): a model much smaller than the chip then
     writes its outputs on many tiles, whose GPEUs and network links work in parallel, where
     packing leaves them on the first few. ``cpsat`` decides between the two."""
     plans = layer_plans(graph, target, plans)

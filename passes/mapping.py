@@ -201,9 +201,10 @@ def map_layers(graph: Graph, target: Target, allow_reprogramming: bool = False,
     where it fits one). Duplication is for a model that fits the chip with its copies.
 
     ``spread`` places each copy that fits a tile on the tile with the most free crossbars (larger
-    ones on tiles of their own) instead of packing copies tile after tile (:func:`spread_crossbars`): a model much smaller than the chip then
-    writes its outputs on many tiles, whose GPEUs and network links work in parallel, where
-    packing leaves them on the first few. ``cpsat`` decides between the two."""
+    ones on tiles of their own) instead of packing copies tile after tile
+    (:func:`spread_crossbars`): a model much smaller than the chip then writes its outputs on
+    many tiles, whose GPEUs and network links work in parallel, where packing leaves them on the
+    first few. ``cpsat`` decides between the two."""
     plans = layer_plans(graph, target, plans)
     copies = {name: (copies or {}).get(name, 1) for name in plans}
     sizes = {name: plan_size(plan) for name, plan in plans.items()}
@@ -229,14 +230,12 @@ def map_layers(graph: Graph, target: Target, allow_reprogramming: bool = False,
         if spread:
             placed = _place(plans, copies, names, target.chip.pes_per_tile, segment, next_id,
                             keep_layers_whole=True, tiles=target.chip.tiles)
-            slots.update(placed)
-            next_id += sum(len(layer) for layer in placed.values())
-            continue
-        # Keep each layer inside one tile where that still fits the chip; else pack densely.
-        placed = _place(plans, copies, names, target.chip.pes_per_tile, segment, next_id, keep_layers_whole=True)
-        if max((x.xbar for layer in placed.values() for x in layer), default=0) >= total:
-            placed = _place(plans, copies, names, target.chip.pes_per_tile, segment, next_id,
-                            keep_layers_whole=False)
+        else:
+            # Keep each layer inside one tile where that still fits the chip; else pack densely.
+            placed = _place(plans, copies, names, target.chip.pes_per_tile, segment, next_id, keep_layers_whole=True)
+            if max((x.xbar for layer in placed.values() for x in layer), default=0) >= total:
+                placed = _place(plans, copies, names, target.chip.pes_per_tile, segment, next_id,
+                                keep_layers_whole=False)
         slots.update(placed)
         next_id += sum(len(layer) for layer in placed.values())
     layers = {}
@@ -311,22 +310,20 @@ def spread_crossbars(sizes: list[int], per_tile: int, tiles: int) -> list[int] |
     no room."""
     out = [0] * len(sizes)
     order = sorted(range(len(sizes)), key=lambda k: -sizes[k])
-    next_tile = 0
+    next_tile, free = 0, []                         # free: a heap of (-room, tile), most room first
     for k in (k for k in order if sizes[k] > per_tile):
         out[k] = next_tile * per_tile
         next_tile += -(-sizes[k] // per_tile)
+        if sizes[k] % per_tile:                     # the copy's last tile keeps the rest
+            free.append((sizes[k] % per_tile - per_tile, next_tile - 1))
     if next_tile > tiles:
         return None
-    used = {t: 0 for t in range(next_tile, tiles)}
-    for k in order:                                 # the tail of each large copy leaves room on its last tile
-        if sizes[k] > per_tile and sizes[k] % per_tile:
-            used[(out[k] + sizes[k]) // per_tile] = sizes[k] % per_tile
-    free = [(used[t] - per_tile, t) for t in sorted(used)]     # a heap: most free room first
+    free += [(-per_tile, tile) for tile in range(next_tile, tiles)]
     heapq.heapify(free)
     for k in (k for k in order if sizes[k] <= per_tile):
-        room, tile = heapq.heappop(free)
-        if sizes[k] > -room:
+        if not free or sizes[k] > -free[0][0]:
             return None
+        room, tile = heapq.heappop(free)
         out[k] = tile * per_tile + per_tile + room
         heapq.heappush(free, (room + sizes[k], tile))
     return out

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import onnx
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from onnx import helper
 
 import cimc
@@ -140,6 +140,8 @@ def test_greedy_duplication_fills_the_budget_from_the_bottleneck(small):
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.integers(1, 20), min_size=1, max_size=40), st.integers(1, 8))
+@example([16, 1], 2)                                # large copies fill the chip: no tile left for the small
+@example([12, 3, 4, 1], 3)                          # small copies share the tail of a large one
 def test_spread_puts_each_copy_whole_on_a_least_filled_tile(sizes, tiles):
     per_tile = 8
     firsts = spread_crossbars(sizes, per_tile, tiles)

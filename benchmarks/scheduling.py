@@ -114,7 +114,8 @@ def _row(m: dict) -> str:
     lay, cl, cp = m["layer"], m["clsa"], m["cpsat"]
     better = (cl["makespan"] - cp["makespan"]) / cl["makespan"] * 100
     name = m["key"] if m["target"] == TARGET else f"{m['key']} ({m['target']})"
-    return (f"| {name} | {cp['tasks']:,} | {cp['copies']}/{cp['layers']}{' spread' if cp['placement'] == 'spread' else ''} | {lay['makespan']:,} | "
+    spread = " spread" if cp["placement"] == "spread" else ""
+    return (f"| {name} | {cp['tasks']:,} | {cp['copies']}/{cp['layers']}{spread} | {lay['makespan']:,} | "
             f"{cl['makespan']:,} | {cp['makespan']:,} | {100 * lay['utilization']:.1f} / "
             f"{100 * cl['utilization']:.1f} / {100 * cp['utilization']:.1f} | "
             f"{lay['makespan'] / cl['makespan']:.1f}x | {lay['makespan'] / cp['makespan']:.1f}x | "
@@ -135,7 +136,8 @@ def report(measured: list[dict], wall: float) -> str:
         "",
         f"`benchmarks/scheduling.py`, {dt.date.today()}, commit `{git_commit()}`, cimc {cimc.__version__}, "
         f"{os.cpu_count()} cores, {wall:.0f} s wall. Target `{TARGET}` (64 tiles x 64 crossbars of 256x256, "
-        f"8 ADCs per crossbar, one 16-element/cycle GPEU per tile, one 32 B/cycle network link per tile). Calibration on one sample; "
+        f"8 ADCs per crossbar, one 16-element/cycle GPEU per tile, one 32 B/cycle network link per tile). "
+        f"Calibration on one sample; "
         f"`--allow-reprogramming`; cpsat `--solver-work` {DEFAULT_SOLVER_WORK:g} "
         f"({', '.join(f'{k} {v:g}' for k, v in SOLVER_WORK.items())}), seed 0, 2 workers, deterministic search "
         f"(the same table on any machine, but for the wall times). Load average at the end of the run "

@@ -215,7 +215,8 @@ def _cmd_compile(args: argparse.Namespace) -> None:
           f"PE utilization {100 * r['pe_utilization']:.1f} % -> {args.output}")
     duplicated = sum(c > 1 for c in r["copies"].values())
     print(f"  lower bound {r['lower_bound_cycles']} cycles (gap {100 * r['gap']:.1f} %); layers duplicated: "
-          f"{duplicated} ({sum(r['copies'].values())} copies of {len(r['copies'])} layers, {r['placement']}); same mapping: "
+          f"{duplicated} ({sum(r['copies'].values())} copies of {len(r['copies'])} layers, {r['placement']}); "
+          f"same mapping: "
           f"layer {r['comparison']['layer']}, clsa {r['comparison']['clsa']} cycles; layer by layer without "
           f"duplication {r['comparison']['layer_one_copy']} cycles; activation buffer peak "
           f"{r['buffer_peak_kib']:.1f} KiB on tile {r['buffer_peak_tile']} (of {r['buffer_kib_per_tile']:g} KiB)"

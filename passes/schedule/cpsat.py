@@ -43,16 +43,16 @@ is shorter; then where the copies go, packed tile after tile as for ``clsa`` or 
 over the tiles (:func:`~cimc.passes.mapping.spread_crossbars`), whichever the ``clsa``
 schedule finds shorter: spread, a small model's vector sets and messages use the GPEUs and
 links of many tiles instead of queuing on the first few. CP-SAT then decides assignment and
-order for that mapping. The
-solver's result, rebuilt, is kept only when it is shorter than the hint; otherwise
-the hint is returned. Every result goes through the validator like any other.
+order for that mapping. The solver's result, rebuilt, is kept only when it is shorter than the
+hint; otherwise the hint is returned. Every result goes through the validator like any other.
 
 The search is limited by work, not time: CP-SAT's deterministic time in its interleaved
 parallel mode, the only mode in which its result does not depend on thread timing. A program
 compiled with the same options is then the same on any machine under any load. The wall-clock
 limit stays as a cap; a solve it ends is flagged (``Solved.wall_capped``). The price, measured on
-the largest models: a unit of deterministic time costs 60 to 120 s of wall time on light_resnet50 (CP-SAT
-under-counts its scheduling propagation), and the interleaved mode finds less per second.
+the largest models: a unit of deterministic time costs 60 to 120 s of wall time on
+light_resnet50 (CP-SAT under-counts its scheduling propagation), and the interleaved mode finds
+less per second.
 """
 
 from __future__ import annotations

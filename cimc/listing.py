@@ -27,6 +27,10 @@ def describe(ins: dict) -> str:
         return f"{ins['node']} -> done {ins['done']}"
     if op == "write":
         return f"segment {ins['segment']} blocks {ins['xbars']} -> done {ins['done']}"
+    if op == "spill":
+        return f"{ins['tensor']} {span} -> global memory, done {ins['done']}"
+    if op == "fill":
+        return f"{ins['tensor']} {span} <- global memory, done {ins['done']}"
     return ins["tensor"]
 
 

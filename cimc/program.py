@@ -50,7 +50,9 @@ FORMAT = "cimp"
 #:    hold bfloat16 encodings as int16 words.
 #: 7: schedules say when each set's rows enter the network (sends) and which links its partial
 #:    sums use (task reductions): the network links are a scheduled resource.
-FORMAT_VERSION = 7
+#: 8: schedules spill rows to the target's global memory and load them back (stores, loads),
+#:    carried out by the ``spill`` and ``fill`` instructions.
+FORMAT_VERSION = 8
 MAGIC = b"CIMP"
 _HEADER = struct.Struct("<4sI32s")
 _EPOCH = (1980, 1, 1, 0, 0, 0)

@@ -5,7 +5,8 @@ global event order and commit their results at ``done``; a read of rows that are
 not committed in the reading tile's buffer at that moment is an error, so a
 program whose schedule or data movement is wrong cannot produce an answer. The
 whole batch (the leading axis of the inputs) moves through each instruction at
-once.
+once. The chip's global memory (``spill`` writes rows there, ``fill`` reads them
+back into a tile's buffer) keeps committed rows the same way.
 
 The ``ideal`` level computes crossbar sums as exact integer matrix products:
 each tile's crossbars of a layer are assembled into one matrix (sums over row
@@ -137,6 +138,7 @@ class Machine:
         self.inputs = inputs
         self.batch = next(iter(inputs.values())).shape[0]
         self.tiles = [_Tile(i) for i in range(len(program.tiles))]
+        self.memory = _Tile(-1)                       # the global memory: buffers, no compute
         self.messages: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self.outputs: dict[str, np.ndarray] = {}
         self._stored: dict[str, np.ndarray] = {}      # output -> rows the host has read
@@ -212,7 +214,8 @@ class Machine:
         buf = tile.buffers.get(tensor)
         a, b = rows
         if buf is None or (buf.count[a:b] < need).any():
-            raise ReadBeforeWrite(f"tile {tile.index} reads rows {a}..{b - 1} of {tensor} before they are "
+            where = "the global memory" if tile is self.memory else f"tile {tile.index}"
+            raise ReadBeforeWrite(f"{where} reads rows {a}..{b - 1} of {tensor} before they are "
                                   f"written there; the program is inconsistent, recompile it")
         return buf.data
 
@@ -227,7 +230,8 @@ class Machine:
         heapq.heapify(events)
         stats = {"busy_crossbar_cycles": 0, "crossbar_reads": 0, "adc_conversions": 0, "adc_energy_pj": 0.0,
                  "adc_clipped": 0, "vector_elements": 0, "latency_cycles": 0, "cells_written": 0, "macs": 0,
-                 "mvm_intervals": [], "mult_abs_diff": 0.0, "mult_diff": 0.0, "mult_abs_exact": 0.0}
+                 "mvm_intervals": [], "mult_abs_diff": 0.0, "mult_diff": 0.0, "mult_abs_exact": 0.0,
+                 "memory_bytes": 0.0}
         while events:
             t, prio, _, tile_index, item = heapq.heappop(events)
             tile = self.tiles[tile_index]
@@ -311,6 +315,39 @@ class Machine:
             else:
                 buf.data[...] = piece
             buf.count[a:b] = 1
+
+    def _rows_bytes(self, tensor: str, rows: tuple[int, int]) -> float:
+        """Bytes of rows of an activation tensor, for one inference (as the cost model counts them)."""
+        shape = self._shape(tensor)
+        return (math.prod(shape) * self.p.target.precision.activation_bits / 8 * (rows[1] - rows[0])
+                / max(1, tensor_rows(shape)))
+
+    def _move(self, src: _Tile, dst: _Tile, ins: dict, stats: dict):
+        """Rows ``ins["rows"]`` of ``ins["tensor"]`` read from ``src``'s buffers now and committed
+        into ``dst``'s at ``done`` (one of them the global memory)."""
+        if self.p.target.memory is None:
+            raise ProgramError(f"the program moves rows of {ins['tensor']} to or from a global memory, but "
+                               f"target {self.p.target.name} has no [memory]; recompile it")
+        a, b = ins["rows"]
+        tensor = ins["tensor"]
+        data = self._read(src, tensor, (a, b))
+        piece = (data[:, :, :, a:b] if data.ndim == 5 else data).copy()
+        stats["memory_bytes"] += self._rows_bytes(tensor, (a, b))
+
+        def commit() -> None:
+            buf = self._buffer(dst, tensor)
+            if buf.data.ndim == 5:
+                buf.data[:, :, :, a:b] = piece
+            else:
+                buf.data[...] = piece
+            buf.count[a:b] = 1
+        return commit
+
+    def _spill(self, tile: _Tile, ins: dict, stats: dict):
+        return self._move(tile, self.memory, ins, stats)
+
+    def _fill(self, tile: _Tile, ins: dict, stats: dict):
+        return self._move(self.memory, tile, ins, stats)
 
     def _vec(self, tile: _Tile, ins: dict, stats: dict):
         node = self.p.node(ins["node"])
@@ -898,6 +935,11 @@ def _summarize(program: Program, raw: dict, level: str, batch: int, seconds: flo
     multiplier's energy ratio (0 on a target without ``[multipliers]``), part of ``energy_pj``;
     ``mvm_cycles``, the cycles of the schedule during which at least one crossbar computes.
 
+    Global memory: ``memory_bytes``, the bytes spills and fills move to and from it per inference
+    (rows x row bytes at the target's activation width, as the cost model counts them);
+    ``memory_energy_pj`` = ``memory_bytes`` x ``[memory] pj_per_byte`` (0 without ``[memory]``),
+    part of ``energy_pj``.
+
     With a multiplier (null without one): ``multiplier`` (its name), ``multiplier_error`` =
     sum |approximate - exact| / sum |exact| over every crossbar sum of the run (the sums each
     tile's crossbars produce for a layer, all inferences), ``multiplier_bias`` = the same with
@@ -919,6 +961,8 @@ def _summarize(program: Program, raw: dict, level: str, batch: int, seconds: flo
     written = raw["cells_written"]
     write_pj = written * target.energy.cell_write_pj
     macs = int(raw["macs"])
+    memory_bytes = raw["memory_bytes"]
+    memory_pj = 0.0 if target.memory is None else memory_bytes * target.memory.pj_per_byte
     mvm_cycles = _busy_cycles(raw["mvm_intervals"])
     costs = target.multipliers
     cost = None if costs is None else costs.cost("exact" if mult is None else mult.name)
@@ -952,7 +996,9 @@ def _summarize(program: Program, raw: dict, level: str, batch: int, seconds: flo
         "write_energy_pj": write_pj,
         "macs": macs,
         "mac_energy_pj": mac_pj,
-        "energy_pj": None if mac_pj is None else adc_pj + read_pj + vector_pj + write_pj + mac_pj,
+        "memory_bytes": memory_bytes,
+        "memory_energy_pj": memory_pj,
+        "energy_pj": None if mac_pj is None else adc_pj + read_pj + vector_pj + write_pj + mac_pj + memory_pj,
         "mvm_cycles": int(mvm_cycles),
         **multiplier,
         "segments": int(program.report["segments"]),

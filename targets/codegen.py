@@ -21,6 +21,12 @@ which its result is committed. The set:
 ``vec``        the GPEU computes output rows ``rows`` of vector operator ``node`` (all
                of them for an operator without row structure)
 ``store``      host reads rows ``rows`` of graph output ``tensor``
+``spill``      rows ``rows`` of ``tensor`` (a set's output rows, on the set's tile), read from
+               this tile's buffer at ``t``, are committed to the chip's global memory at
+               ``done`` (transfer end plus the memory's latency; a schedule ``Store``)
+``fill``       rows ``rows`` of ``tensor``, read from the global memory at ``t`` (they must be
+               committed there by then), are committed into this tile's buffer at ``done``
+               (a schedule ``Load``: the tile gets those rows from it, not over the network)
 ``write``      blocks ``xbars`` of segment ``segment`` are programmed into this tile's
                crossbars (models run in segments only; they replace what was there)
 """
@@ -33,7 +39,8 @@ from cimc.passes.schedule.cost import PARTIAL_SUM_BYTES, CostModel
 from cimc.passes.schedule.model import Schedule, task_tiles
 
 #: Issue order of instructions that share a cycle: data arrives before it is used.
-PRIORITY = {"load": 0, "write": 0, "recv": 1, "writeback": 2, "mvm": 3, "vec": 3, "send": 4, "store": 5}
+PRIORITY = {"load": 0, "write": 0, "recv": 1, "fill": 1, "writeback": 2, "mvm": 3, "vec": 3, "send": 4,
+            "spill": 4, "store": 5}
 
 
 def accumulator(layer: str) -> str:
@@ -65,8 +72,21 @@ def generate(graph: Graph, mapping: Mapping, schedule: Schedule, cost: CostModel
     producers: dict[str, list] = {}
     for task in schedule.tasks:
         producers.setdefault(graph.node(task.node).outputs[0], []).append(task)
+    if (schedule.stores or schedule.loads) and cost.target.memory is None:
+        raise ValueError(f"schedule spills rows to a global memory, but target {cost.target.name} has no [memory]")
+    latency = 0 if cost.target.memory is None else cost.target.memory.latency_cycles
+    for s in schedule.stores:
+        p = schedule.tasks[s.task]
+        tiles[p.tile].append({"t": s.start, "op": "spill", "done": s.start + s.duration + latency,
+                              "tensor": graph.node(p.node).outputs[0], "rows": list(p.out_rows)})
+    for x in schedule.loads:
+        p = schedule.tasks[x.task]
+        tiles[x.tile].append({"t": x.start, "op": "fill", "done": x.start + x.duration + latency,
+                              "tensor": graph.node(p.node).outputs[0], "rows": list(p.out_rows)})
     loaded: set[tuple[str, int]] = set()
-    sent: set[tuple[int, int]] = set()                   # (producer task, destination tile)
+    # (producer task, destination tile): rows already on their way; a tile that loads a set's
+    # rows from the global memory gets no message for them
+    sent: set[tuple[int, int]] = {(x.task, x.tile) for x in schedule.loads}
     for task in schedule.tasks:
         start = schedule.start[task.id]
         node = graph.node(task.node)

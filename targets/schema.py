@@ -123,6 +123,17 @@ class Buffer:
 
 
 @dataclass(frozen=True)
+class Memory:
+    """The global memory behind the tiles (eDRAM, HBM or DRAM), reached through one channel that
+    carries one transfer at a time. Rows a tile buffer cannot hold until they are read are
+    spilled there and loaded back (optional table: without it, every schedule must fit the
+    tile buffers as they are)."""
+    bytes_per_cycle: float = _f(1e-6, 1e9, "bandwidth of the channel to the global memory")
+    latency_cycles: int = _f(0, 1 << 20, "cycles from the end of a transfer until its data is usable")
+    pj_per_byte: float = _f(0.0, 1e9, "energy per byte moved to or from the global memory")
+
+
+@dataclass(frozen=True)
 class Energy:
     crossbar_read_pj: float = _f(0.0, 1e9, "energy of one crossbar read (one DAC step, all rows)")
     cell_write_pj: float = _f(0.0, 1e9, "energy to program one cell")
@@ -173,6 +184,7 @@ class Target:
     buffer: Buffer
     energy: Energy
     multipliers: Multipliers | None = None   # digital chips only: MAC energy and multiplier cost ratios
+    memory: Memory | None = None             # the global memory rows spill to (optional)
 
     # Derived quantities: the mapping and the cost model read these, never raw constants.
     @property
@@ -227,7 +239,7 @@ class Target:
 
 SECTIONS = {
     "chip": Chip, "crossbar": Crossbar, "precision": Precision, "adc": Adc, "timing": Timing,
-    "gpeu": Gpeu, "noc": Noc, "buffer": Buffer, "energy": Energy,
+    "gpeu": Gpeu, "noc": Noc, "buffer": Buffer, "energy": Energy, "memory": Memory,
 }
 
 
@@ -348,7 +360,7 @@ def target_from_dict(data: dict, where: str = "target") -> Target:
     if digital and sections["adc"] is not None:
         raise TargetError(f"{where}: [adc] given for a digital chip (crossbar.kind = \"digital\"), whose "
                           f"adder trees convert nothing; remove the table or make the crossbar analog")
-    missing = [k for k, v in sections.items() if v is None and not (k == "adc" and digital)]
+    missing = [k for k, v in sections.items() if v is None and not (k == "adc" and digital) and k != "memory"]
     if missing:
         raise TargetError(f"{where}: missing table [{missing[0]}]")
     multipliers = None

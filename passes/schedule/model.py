@@ -48,18 +48,42 @@ class Write:
         return self.start + self.duration
 
 
+@dataclass(frozen=True)
+class Store:
+    """A set's output rows written to the global memory (``[memory]``) over its channel, from
+    the set's tile: they are there ``latency_cycles`` after the transfer ends."""
+    task: int
+    start: int
+    duration: int
+
+
+@dataclass(frozen=True)
+class Load:
+    """Rows of set ``task`` read back from the global memory into ``tile``'s buffer: they are
+    there ``latency_cycles`` after the transfer ends, and take buffer space from its start."""
+    task: int
+    tile: int
+    start: int
+    duration: int
+
+
 @dataclass
 class Schedule:
     """Start of every set, and when each set's output rows enter the network on chip.
 
     ``sends[i]``: the cycle set i starts sending its rows to other tiles over its tile's
     link (at its end, or later when the link is busy); empty: every set sends as it ends.
+    ``stores`` and ``loads``: the rows spilled to the global memory because a tile's buffer
+    could not hold them until they are read (:mod:`.memory`); a tile reads those rows from a
+    load, not from the network.
     """
     scheduler: str
     tasks: list[Task]
     start: list[int]
     writes: list[Write] = field(default_factory=list)
     sends: list[int] = field(default_factory=list)
+    stores: list[Store] = field(default_factory=list)
+    loads: list[Load] = field(default_factory=list)
 
     def end(self, task_id: int) -> int:
         return self.start[task_id] + self.tasks[task_id].duration
@@ -76,7 +100,8 @@ class Schedule:
 
     def to_dict(self) -> dict:
         return {"scheduler": self.scheduler, "start": list(self.start), "sends": list(self.sends),
-                "tasks": [asdict(t) for t in self.tasks], "writes": [asdict(w) for w in self.writes]}
+                "tasks": [asdict(t) for t in self.tasks], "writes": [asdict(w) for w in self.writes],
+                "stores": [asdict(s) for s in self.stores], "loads": [asdict(x) for x in self.loads]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Schedule":
@@ -86,7 +111,8 @@ class Schedule:
                                  "reads": tuple(tuple(r) for r in t["reads"]),
                                  "reductions": tuple(tuple(r) for r in t["reductions"])}))
         return cls(data["scheduler"], tasks, [int(s) for s in data["start"]],
-                   [Write(**w) for w in data["writes"]], [int(s) for s in data["sends"]])
+                   [Write(**w) for w in data["writes"]], [int(s) for s in data["sends"]],
+                   [Store(**s) for s in data["stores"]], [Load(**x) for x in data["loads"]])
 
 
 def set_options(graph: Graph, mapping: Mapping, cost: CostModel, rows_per_set: int = 1) -> list[list[Task]]:

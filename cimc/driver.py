@@ -33,6 +33,7 @@ from cimc.passes.schedule.cost import CostModel
 from cimc.passes.schedule.cpsat import schedule_cpsat
 from cimc.passes.schedule.duplication import greedy_copies, improve_copies, layer_work, surrogate
 from cimc.passes.schedule.layer import schedule_layer_by_layer
+from cimc.passes.schedule.memory import fit
 from cimc.passes.schedule.model import Schedule
 from cimc.passes.schedule.problem import Problem, build_problem, check_buffers, lower_bounds
 from cimc.passes.schedule.validator import validate
@@ -127,7 +128,6 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
         problem, schedule, solver = _schedule(graph, target, mapping, blocks, scheduler, solver_work,
                                               solver_time, seed, int(rows_per_set))
         mapping, cost = problem.mapping, problem.cost
-        check_buffers(problem, target)
     with timer("validate"):
         validate(schedule, graph, mapping, target)
     with timer("codegen"):
@@ -168,11 +168,12 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
     final mapping, and layer by layer without duplication."""
     began = time.perf_counter()
     problem = build_problem(graph, single, CostModel(target, graph, single), rows_per_set)
-    baseline = schedule_layer_by_layer(problem)
+    check_buffers(problem, target)
+    baseline = _layer(problem)
     solver: dict = {"status": None, "bound": None, "seconds": None, "work": None, "limit": None,
                     "placement": "packed"}
     if scheduler == "layer":
-        solver["comparison"] = {"layer": baseline.makespan, "clsa": schedule_clsa(problem).makespan,
+        solver["comparison"] = {"layer": baseline.makespan, "clsa": _clsa(problem).makespan,
                                 "layer_one_copy": baseline.makespan}
         return problem, baseline, solver
     per_tile = target.chip.pes_per_tile
@@ -185,7 +186,7 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
 
     copies = greedy_copies(problem, per_tile)
     final = duplicated(copies)
-    hint = schedule_clsa(final)
+    hint = _clsa(final)
     if scheduler == "cpsat" and problem.mapping.segments == 1:
         # copy counts compared on the surrogate; the winner is kept only if it really is better
         evaluations = max(2, round(solver_work * max(EVALUATIONS_PER_UNIT, SETS_PER_UNIT / problem.size)))
@@ -194,7 +195,7 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
                                      lambda c: schedule_clsa(surrogate(problem, c, per_tile)).makespan, evaluations)
         if searched != copies:
             trial = duplicated(searched)
-            schedule = schedule_clsa(trial)
+            schedule = _clsa(trial)
             if schedule.makespan < hint.makespan:
                 final, hint = trial, schedule
         # where the copies go: packed (as for clsa) or spread over the tiles, whichever schedules shorter
@@ -203,10 +204,10 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
         except CapacityError:                       # some copy does not fit a tile whole
             spread = None
         if spread is not None:
-            schedule = schedule_clsa(spread)
+            schedule = _clsa(spread)
             if schedule.makespan < hint.makespan:
                 final, hint, solver["placement"] = spread, schedule, "spread"
-    layer = baseline if final is problem else schedule_layer_by_layer(final)
+    layer = baseline if final is problem else _layer(final)
     solver["comparison"] = {"layer": layer.makespan, "clsa": hint.makespan, "layer_one_copy": baseline.makespan}
     if scheduler == "clsa":
         return final, hint, solver
@@ -216,6 +217,16 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
     return final, solved.schedule, solver
 
 
+def _layer(problem: Problem) -> Schedule:
+    """Layer by layer, within the tile buffers (spilling to the global memory where needed)."""
+    return fit(problem, lambda spilled: schedule_layer_by_layer(problem, spilled))
+
+
+def _clsa(problem: Problem) -> Schedule:
+    """CLSA-CIM's schedule, within the tile buffers (spilling to the global memory where needed)."""
+    return fit(problem, lambda spilled: schedule_clsa(problem, spilled=spilled))
+
+
 def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target: Target) -> dict:
     """What the scheduler decided and how good it is: the bound holds for any schedule of the model
     on this chip, with any duplication the crossbar budget allows."""
@@ -223,6 +234,9 @@ def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target:
     bound = max(bounds.values())
     makespan = schedule.makespan
     peak = buffer_peak(problem, schedule)
+    # rows spilled to the global memory (one inference), and what moving them costs
+    stored = sum(problem.out_bytes(x.task) for x in schedule.stores)
+    loaded = sum(problem.out_bytes(x.task) for x in schedule.loads)
     return {
         "lower_bound_cycles": int(bound), "lower_bounds": {k: int(v) for k, v in bounds.items()},
         "gap": (makespan - bound) / makespan if makespan else 0.0,
@@ -233,6 +247,8 @@ def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target:
         "comparison": {k: int(v) for k, v in solver["comparison"].items()},
         "buffer_peak_kib": peak.bytes / 1024, "buffer_peak_tile": peak.tile, "buffer_peak_cycle": peak.cycle,
         "buffer_kib_per_tile": target.buffer.kib_per_tile,
+        "memory": {"stored_kib": stored / 1024, "loaded_kib": loaded / 1024,
+                   "energy_pj": None if target.memory is None else (stored + loaded) * target.memory.pj_per_byte},
     }
 
 

@@ -418,7 +418,7 @@ def test_segmented_models_schedule_and_run_across_layers(scheduler):
 def test_buffer_peak_equals_a_cycle_by_cycle_count(compiled_all, small, narrow, builder, target):
     """The vectorized sweep against a plain count at every cycle where something changes."""
     from cimc.passes.fuse import fold_batch_norm, fold_channel_affine
-    from cimc.passes.schedule.buffers import _held, buffer_peak
+    from cimc.passes.schedule.buffers import buffer_peak, holds
     model, program = compiled_all(builder, target, "cpsat")
     chip = {"small": small, "narrow": narrow}[target]
     g = import_onnx(model).graph
@@ -430,7 +430,7 @@ def test_buffer_peak_equals_a_cycle_by_cycle_count(compiled_all, small, narrow, 
     problem = build_problem(g, mapping, CostModel(chip, g, mapping))
     assert [(t.node, t.out_rows) for t in program.schedule.tasks] == \
         [(o[0].node, o[0].out_rows) for o in problem.options]
-    held = list(zip(*_held(problem, program.schedule)))
+    held = [(h.tile, h.start, h.end, h.bytes) for h in holds(problem, program.schedule)]
     assert held, "every case has rows consumed by another set"
     best = (0.0, 0, 0)
     for tile, cycle in sorted({(tile, t) for tile, t, _, _ in held}):

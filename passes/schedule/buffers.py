@@ -2,10 +2,13 @@
 
 A set's output rows are written on its tile when it ends and stay there until every consumer of
 those rows on that tile has finished; a consumer on another tile gets its own copy, held from
-its arrival (the edge latency after the producer's send) until the last consumer on that tile
-has finished. Graph inputs (loaded by the host) and graph outputs (read by the host as they are
-written) are not counted. The peak per tile is what an architect sizes ``[buffer] kib_per_tile``
-against; schedules are not yet constrained by it (see the README's limitations).
+its arrival over the network until the last consumer on that tile has finished. Rows a schedule
+spilled to the global memory (:class:`~cimc.passes.schedule.model.Load`) take space on a tile
+only from the start of their load. Graph inputs (loaded by the host) and graph outputs (read by
+the host as they are written) are not counted, nor are *streamed* rows: the inputs and output
+of a set without row structure too large for a tile's buffer (:attr:`Problem.streamed`), which
+go through the global memory as the set works. The schedulers keep every tile within
+``[buffer] kib_per_tile`` (:mod:`.memory`); the validator checks it on its own.
 """
 
 from __future__ import annotations
@@ -14,8 +17,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cimc.passes.schedule.model import Schedule, task_tiles
+from cimc.passes.schedule.model import Load, Schedule, task_tiles
 from cimc.passes.schedule.problem import Problem
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The rows of set ``producer`` on ``tile``: in its buffer over [start, end), read by sets
+    running over ``uses``; ``loaded``: brought back from the global memory (from the load's start)."""
+    producer: int
+    tile: int
+    start: int
+    end: int
+    uses: tuple[tuple[int, int], ...]
+    bytes: float
+    loaded: bool
+
+    def next_use(self, cycle: int) -> int | None:
+        """When the rows are next read after ``cycle``; None while a reader is at work."""
+        if any(a <= cycle < b for a, b in self.uses):
+            return None
+        return min((a for a, _ in self.uses if a > cycle), default=None)
 
 
 @dataclass(frozen=True)
@@ -25,41 +47,59 @@ class BufferPeak:
     cycle: int          # the first cycle at which it occurs there
 
 
-def _held(problem: Problem, schedule: Schedule) -> tuple[list[int], list[int], list[int], list[float]]:
-    """One (tile, from, to, bytes) per copy of a set's output rows that some consumer reads."""
-    graph, mapping = problem.graph, problem.mapping
-    tiles, starts, ends, sizes = [], [], [], []
+def serving_load(loads: list[Load], start: int, latency: int) -> Load | None:
+    """The load a reader starting at ``start`` reads: the last of them to arrive by then."""
+    arrived = [x for x in loads if x.start + x.duration + latency <= start]
+    return max(arrived, key=lambda x: (x.start + x.duration, x.start), default=None)
+
+
+def holds(problem: Problem, schedule: Schedule) -> list[Hold]:
+    """Every (set, tile) whose rows some consumer that is not streamed reads on that tile; one
+    per load where the rows come from the global memory."""
+    graph, mapping, cost = problem.graph, problem.mapping, problem.cost
+    latency = 0 if cost.target.memory is None else cost.target.memory.latency_cycles
+    loads: dict[tuple[int, int], list[Load]] = {}
+    for x in schedule.loads:
+        loads.setdefault((x.task, x.tile), []).append(x)
+    out = []
     for i, successors in enumerate(problem.successors()):
-        if not successors:
+        if not successors or problem.streamed[i]:
             continue
         task = schedule.tasks[i]
-        size = problem.cost.rows_bytes(graph.node(task.node).outputs[0], task.out_rows[1] - task.out_rows[0])
+        tensor = graph.node(task.node).outputs[0]
+        rows = task.out_rows[1] - task.out_rows[0]
+        size = cost.rows_bytes(tensor, rows)
         done, sent = schedule.end(i), schedule.send(i)
-        arrive: dict[int, int] = {}         # tile -> when the rows are there
-        until: dict[int, int] = {}          # tile -> when the last consumer there has finished
-        for j, latency in successors:
-            consumer = schedule.tasks[j]
-            for tile in (task_tiles(consumer, mapping) if consumer.kind == "mvm" else (consumer.tile,)):
-                ready = done if tile == task.tile else sent + latency
-                arrive[tile] = min(arrive.get(tile, ready), ready)
-                until[tile] = max(until.get(tile, ready), schedule.end(j))
-        for tile, last in until.items():
-            if last > arrive[tile]:
-                tiles.append(tile)
-                starts.append(arrive[tile])
-                ends.append(last)
-                sizes.append(size)
-    return tiles, starts, ends, sizes
+        readers: dict[tuple[int, int], list[int]] = {}      # (tile, load start or -1) -> readers
+        for j, _ in successors:
+            if problem.streamed[j]:
+                continue
+            for tile in task_tiles(schedule.tasks[j], mapping):
+                load = serving_load(loads[(i, tile)], schedule.start[j], latency) if (i, tile) in loads else None
+                readers.setdefault((tile, -1 if load is None else load.start), []).append(j)
+        for (tile, loaded), mine in readers.items():
+            last = max(schedule.end(j) for j in mine)
+            if loaded >= 0:
+                arrive = loaded
+            else:
+                arrive = done if tile == task.tile else sent + cost.tensor_transfer_cycles(tensor, rows, task.tile,
+                                                                                          tile)
+            if last > arrive:
+                uses = tuple(sorted((schedule.start[j], schedule.end(j)) for j in mine))
+                out.append(Hold(i, tile, arrive, last, uses, size, loaded >= 0))
+    return out
 
 
 def buffer_peak(problem: Problem, schedule: Schedule) -> BufferPeak:
-    tiles, starts, ends, sizes = (np.asarray(a) for a in _held(problem, schedule))
-    if not len(tiles):
+    found = holds(problem, schedule)
+    if not found:
         return BufferPeak(0, 0, 0)
+    tiles = np.array([h.tile for h in found])
+    sizes = np.array([h.bytes for h in found])
     # Events: +size at the start, -size at the end (intervals are half-open, so at one cycle
     # releases come before acquisitions); occupancy is the running sum per tile.
     tile = np.concatenate([tiles, tiles])
-    cycle = np.concatenate([starts, ends])
+    cycle = np.concatenate([[h.start for h in found], [h.end for h in found]])
     delta = np.concatenate([sizes, -sizes])
     order = np.lexsort((delta > 0, cycle, tile))
     tile, cycle, delta = tile[order], cycle[order], delta[order]

@@ -25,14 +25,15 @@ from cimc.passes.schedule.problem import Problem
 
 
 def schedule_clsa(problem: Problem, order: Sequence[int] | None = None, fixed: dict[int, int] | None = None,
-                  name: str = "clsa") -> Schedule:
+                  name: str = "clsa", spilled: frozenset[tuple[int, int]] = frozenset()) -> Schedule:
     """As soon as possible, set by set in ``order`` (by default the sets' ids, a topological
     order; any order must list producers before their consumers and a layer's sets in row
-    order), each on the option ``fixed[set]`` or else the one on which it finishes first.
+    order), each on the option ``fixed[set]`` or else the one on which it finishes first,
+    the ``spilled`` (producer, tile) rows going through the global memory.
     :mod:`.cpsat` uses the order and choices to rebuild its solution on every resource."""
     n = problem.size
     start, chosen, sends = [0] * n, [None] * n, [0] * n
-    placer = Placer(problem)
+    placer = Placer(problem, spilled)
     fixed = fixed or {}
     writes: list[Write] = []
     barrier = 0                                     # crossbar sets start after their segment's write
@@ -44,11 +45,10 @@ def schedule_clsa(problem: Problem, order: Sequence[int] | None = None, fixed: d
             at = max(crossbars_done, writes[-1].end if writes else 0)
             writes.append(Write(first.segment, at, problem.write_cycles[first.segment]))
             barrier = writes[-1].end
-        ready = max((sends[p] + lat for p, lat in problem.edges[k]), default=0)
-        ready = max(ready, previous.get(first.node, 0), barrier if first.kind == "mvm" else 0)
+        after = max(previous.get(first.node, 0), barrier if first.kind == "mvm" else 0)
         options = [problem.options[k][fixed[k]]] if k in fixed else problem.options[k]
-        start[k], chosen[k], sends[k] = placer.place(k, options, ready)
+        start[k], chosen[k], sends[k] = placer.place(k, options, after, sends)
         previous[first.node] = start[k]
         if first.kind == "mvm":
             crossbars_done = max(crossbars_done, start[k] + chosen[k].compute)
-    return Schedule(name, chosen, start, writes, sends)
+    return placer.schedule(name, chosen, start, writes, sends)

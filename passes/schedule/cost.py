@@ -97,5 +97,9 @@ class CostModel:
         t = self.graph.tensors[tensor]
         return t.size * self.activation_bytes * rows / max(1, tensor_rows(t.shape))
 
+    def memory_cycles(self, nbytes: float) -> int:
+        """Cycles a transfer holds the channel to the global memory (``[memory]``)."""
+        return math.ceil(nbytes / self.target.memory.bytes_per_cycle)
+
     def tensor_transfer_cycles(self, tensor: str, rows: int, src: int, dst: int) -> int:
         return self.transfer_cycles(self.rows_bytes(tensor, rows), src, dst)

@@ -63,7 +63,8 @@ from dataclasses import dataclass
 from ortools.sat.python import cp_model
 
 from cimc.passes.schedule.clsa import schedule_clsa
-from cimc.passes.schedule.model import Schedule
+from cimc.passes.schedule.memory import fit
+from cimc.passes.schedule.model import Schedule, task_tiles
 from cimc.passes.schedule.placement import link_key, resource_key
 from cimc.passes.schedule.problem import Problem, heads_tails
 
@@ -154,9 +155,15 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
     for intervals in busy.values():
         if len(intervals) > 1:
             m.AddNoOverlap(intervals)
+    spilled = frozenset((x.task, x.tile) for x in hint.loads)
     for i, mine in enumerate(problem.edges):
         for p, lat in mine:
             m.Add(start[i] >= (sends[p] if p in sends else end[p]) + lat)
+            if problem.cost.target.memory is not None and all(
+                    (p, tile) in spilled for o in problem.options[i] for tile in task_tiles(o, problem.mapping)):
+                # rows the hint spilled, wherever the set runs: their store, and their load (the
+                # channel they share is left to the replay)
+                m.Add(start[i] >= end[p] + _spill_cycles(problem, p))
     previous: dict[str, int] = {}
     for i, opts in enumerate(problem.options):
         node = opts[0].node
@@ -217,7 +224,8 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
         seconds = time.perf_counter() - began
         return Solved(hint, "hint" if code != cp_model.OPTIMAL else "optimal", bound, seconds, work, capped)
     made = _rebuild(problem, [solver.Value(v) for v in start],
-                    {i: next(k for k, p in enumerate(mine) if solver.Value(p)) for i, mine in enumerate(picks) if mine})
+                    {i: next(k for k, p in enumerate(mine) if solver.Value(p)) for i, mine in enumerate(picks) if mine},
+                    spilled)
     seconds = time.perf_counter() - began
     if made.makespan >= horizon:
         return Solved(hint, "hint", bound, seconds, work, capped)
@@ -226,13 +234,20 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
     return Solved(made, status, bound, seconds, work, capped)
 
 
-def _rebuild(problem: Problem, starts: list[int], picks: dict[int, int]) -> Schedule:
+def _rebuild(problem: Problem, starts: list[int], picks: dict[int, int], spilled: frozenset) -> Schedule:
     """The solver's schedule on every resource: its sets in order of start, with its GPEU
-    picks, as soon as possible (each duplicated layer's set on the copy that finishes it first).
+    picks, as soon as possible (each duplicated layer's set on the copy that finishes it first),
+    spilling the hint's rows and more if the tile buffers need it (:func:`~.memory.fit`).
     Sets then start no later than the solver said (copies being interval-coloured in order of
-    start), unless links the relaxation left out are busy."""
+    start), unless links, the memory channel or buffers the relaxation left out bind."""
     order = sorted(range(problem.size), key=lambda i: (starts[i], i))
-    return schedule_clsa(problem, order, picks, name="cpsat")
+    return fit(problem, lambda more: schedule_clsa(problem, order, picks, name="cpsat", spilled=more), spilled)
+
+
+def _spill_cycles(problem: Problem, p: int) -> int:
+    """Least time from the end of set p until its spilled rows are back on a tile."""
+    cycles = problem.cost.memory_cycles(problem.out_bytes(p))
+    return 2 * (cycles + problem.cost.target.memory.latency_cycles)
 
 
 def _solver(seed: int, workers: int, budget: float, seconds: float, lns_only: bool) -> cp_model.CpSolver:

@@ -15,10 +15,11 @@ from cimc.passes.schedule.placement import Placer
 from cimc.passes.schedule.problem import Problem
 
 
-def schedule_layer_by_layer(problem: Problem) -> Schedule:
+def schedule_layer_by_layer(problem: Problem, spilled: frozenset[tuple[int, int]] = frozenset()) -> Schedule:
+    """Layer by layer, the ``spilled`` (producer, tile) rows going through the global memory."""
     n = problem.size
     start, chosen, sends = [0] * n, [None] * n, [0] * n
-    placer = Placer(problem)
+    placer = Placer(problem, spilled)
     writes: list[Write] = []
     clock = 0
     i = 0
@@ -33,9 +34,8 @@ def schedule_layer_by_layer(problem: Problem) -> Schedule:
             clock = writes[-1].end
         layer_end = clock
         for k in range(i, j):
-            ready = max([clock] + [sends[p] + lat for p, lat in problem.edges[k]])
-            start[k], chosen[k], sends[k] = placer.place(k, problem.options[k], ready)
+            start[k], chosen[k], sends[k] = placer.place(k, problem.options[k], clock, sends)
             layer_end = max(layer_end, start[k] + chosen[k].duration)
         clock = layer_end
         i = j
-    return Schedule("layer", chosen, start, writes, sends)
+    return placer.schedule("layer", chosen, start, writes, sends)

@@ -1,4 +1,5 @@
-"""The resources a list scheduler books: layer copies, GPEUs and the tiles' network links.
+"""The resources a list scheduler books: layer copies, GPEUs, the tiles' network links and the
+channel to the global memory.
 
 A set occupies one copy of its layer (all that copy's crossbars) or its tile's
 GPEUs for its compute time. When the crossbars stop, each other tile of a copy
@@ -6,14 +7,26 @@ spread over several tiles sends its partial sums home over its link; when the se
 ends, its output rows leave over its own tile's link if another tile may read them.
 Every tile has one link into the mesh, used by one message at a time: the network
 capacity the schedulers respect and the validator checks.
+
+Rows spilled to the global memory (a set of (producer, tile) pairs chosen by
+:mod:`.memory`) are stored once from the producer's tile when it ends, and loaded into
+each tile that reads them when its first reader there is placed; the channel carries one
+transfer at a time. A tile reads spilled rows from its load, not from the network.
 """
 
 from __future__ import annotations
 
 import bisect
 
-from cimc.passes.schedule.model import Task
+from collections.abc import Sequence
+
+from cimc.passes.schedule.model import Load, Schedule, Store, Task, Write, task_tiles
 from cimc.passes.schedule.problem import Problem
+
+MEMORY = "memory"
+#: How many transfers' time before its reader a load may start: when the channel is busier, the
+#: reader waits for its rows rather than the rows for their reader.
+LOAD_LEAD = 2
 
 
 class Timeline:
@@ -36,6 +49,24 @@ class Timeline:
         self.starts.insert(k, start)
         self.ends.insert(k, start + length)
 
+    def latest(self, ready: int, deadline: int, length: int) -> int | None:
+        """The latest start from ``ready`` of a gap of ``length`` ending by ``deadline``, or None."""
+        t = deadline - length
+        k = bisect.bisect_left(self.starts, deadline)     # intervals starting before the deadline
+        while t >= ready:
+            k -= 1
+            if k < 0 or self.ends[k] <= t:
+                # intervals are disjoint and sorted, so earlier ones end earlier still
+                return t
+            t = min(t, self.starts[k] - length)
+        return None
+
+    def release(self, start: int, length: int) -> None:
+        k = bisect.bisect_left(self.starts, start)
+        while self.ends[k] != start + length:
+            k += 1
+        del self.starts[k], self.ends[k]
+
 
 def resource_key(task: Task) -> str:
     """What a set occupies: one copy of its layer (all that copy's crossbars), or its tile's GPEUs."""
@@ -47,11 +78,18 @@ def link_key(tile: int) -> str:
 
 
 class Placer:
-    """The timelines of every resource of one schedule being built."""
+    """The timelines of every resource of one schedule being built, with ``spilled`` rows
+    going through the global memory."""
 
-    def __init__(self, problem: Problem) -> None:
+    def __init__(self, problem: Problem, spilled: frozenset[tuple[int, int]] = frozenset()) -> None:
         self.problem = problem
         self.lines: dict[str, Timeline] = {}
+        self.spilled = spilled
+        self.stored = {p for p, _ in spilled}
+        self.stores: dict[int, Store] = {}
+        self.loads: dict[tuple[int, int], list[Load]] = {}     # (producer, tile) -> its loads
+        self.used: dict[tuple[int, int, int], int] = {}        # (producer, tile, load start) -> last reader's end
+        self.serving: dict[int, list[tuple[int, int, int]]] = {}  # set being placed -> the loads it reads
 
     def _line(self, key: str) -> Timeline:
         return self.lines.setdefault(key, Timeline())
@@ -73,17 +111,98 @@ class Placer:
         for tile, cycles in option.reductions:
             self._line(link_key(tile)).reserve(start + option.compute, cycles)
 
-    def place(self, task_id: int, options: list[Task], ready: int) -> tuple[int, Task, int]:
-        """Put a set, ready at ``ready``, on the option on which it finishes first; book its
-        resources and links. Returns its start, the option and when its rows leave."""
+    def place(self, task_id: int, options: list[Task], after: int, sends: Sequence[int]) -> tuple[int, Task, int]:
+        """Put a set, free to start from ``after`` once its inputs are there (its producers'
+        rows leave at ``sends``), on the option on which it finishes first; book its resources,
+        links and loads. Returns its start, the option and when its rows leave."""
         best: tuple[int, Task] | None = None
         for option in options:
-            s = self.earliest(option, ready)
+            s = self._start(task_id, option, after, sends, book=False)
             if best is None or s + option.duration < best[0] + best[1].duration:
                 best = (s, option)
         start, option = best
+        self._start(task_id, option, after, sends, book=True)
         self.reserve(option, start)
-        return start, option, self.send(task_id, option, start + option.duration)
+        end = start + option.duration
+        for key in self.serving.pop(task_id, ()):
+            self.used[key] = max(self.used[key], end)
+        if task_id in self.stored:
+            self._store(task_id, end)
+        return start, option, self.send(task_id, option, end)
+
+    def schedule(self, name: str, tasks: list[Task], start: list[int], writes: list[Write],
+                 sends: list[int]) -> Schedule:
+        """The schedule built, with its stores and loads."""
+        loads = sorted((x for mine in self.loads.values() for x in mine), key=lambda x: (x.task, x.tile, x.start))
+        return Schedule(name, tasks, start, writes, sends, [self.stores[p] for p in sorted(self.stores)], loads)
+
+    def _start(self, task_id: int, option: Task, after: int, sends: Sequence[int], book: bool) -> int:
+        """The option's earliest start once its rows are on its tiles: over the network (the
+        edge's latency after the producer's send) or, for spilled rows, from a load booked on
+        the memory channel to end just in time, or an earlier load still held on that tile.
+        Loads are released again unless ``book``."""
+        tiles = task_tiles(option, self.problem.mapping)
+        ready, spilled = after, []
+        for p, latency in self.problem.edges[task_id]:
+            mine = [tile for tile in tiles if (p, tile) in self.spilled]
+            if len(mine) < len(tiles):
+                ready = max(ready, sends[p] + latency)
+            spilled += [(p, tile) for tile in mine]
+        start = self.earliest(option, ready)
+        tried: list[Load] = []
+        for key in spilled:         # each load as late as the channel allows before the reader
+            arrive = self._load(key, start, tried)
+            if arrive > start:
+                start = self.earliest(option, arrive)
+        if book:
+            for load in tried:
+                self.loads.setdefault((load.task, load.tile), []).append(load)
+                self.used[(load.task, load.tile, load.start)] = 0
+            for key in spilled:
+                self.serving.setdefault(task_id, []).append(self._serving(key, start))
+        else:
+            for load in tried:
+                self._line(MEMORY).release(load.start, load.duration)
+        return start
+
+    def _arrival(self, load: Load) -> int:
+        return load.start + load.duration + self.problem.cost.target.memory.latency_cycles
+
+    def _serving(self, key: tuple[int, int], start: int) -> tuple[int, int, int]:
+        """The load that serves a reader starting at ``start``: the last one there by then."""
+        load = max((x for x in self.loads[key] if self._arrival(x) <= start), key=self._arrival)
+        return (*key, load.start)
+
+    def _load(self, key: tuple[int, int], start: int, tried: list[Load]) -> int:
+        """When spilled rows (producer, tile) can be on the tile for a reader starting at
+        ``start``: an earlier load still held (its last reader ended less than a reload ago),
+        or a new load ending as late as the channel allows by then (starting at most
+        :data:`LOAD_LEAD` transfers earlier), else as early as it can after that."""
+        producer, tile = key
+        latency = self.problem.cost.target.memory.latency_cycles
+        cycles = self.problem.cost.memory_cycles(self.problem.out_bytes(producer))
+        held = [x for x in self.loads.get(key, ()) if self._arrival(x) <= start]
+        if held:
+            last = max(held, key=self._arrival)
+            if start <= max(self.used[(*key, last.start)], self._arrival(last)) + cycles + latency:
+                return self._arrival(last)
+        store = self.stores[producer]
+        line = self._line(MEMORY)
+        # not long before the reader: rows loaded early wait in the buffer they were spilled to spare
+        ready = max(store.start + store.duration + latency, start - latency - LOAD_LEAD * cycles)
+        at = line.latest(ready, start - latency, cycles)
+        if at is None:
+            at = line.earliest(ready, cycles)
+        line.reserve(at, cycles)
+        tried.append(Load(producer, tile, at, cycles))
+        return at + cycles + latency
+
+    def _store(self, task_id: int, end: int) -> None:
+        cycles = self.problem.cost.memory_cycles(self.problem.out_bytes(task_id))
+        line = self._line(MEMORY)
+        at = line.earliest(end, cycles)
+        line.reserve(at, cycles)
+        self.stores[task_id] = Store(task_id, at, cycles)
 
     def send(self, task_id: int, option: Task, end: int) -> int:
         """Book the link of the set's tile for its output rows from ``end`` on; when they leave."""

@@ -51,6 +51,25 @@ class Problem:
     edges: list[list[tuple[int, int]]]      # per set: (producer set, latency from its send)
     send_cycles: list[int]                  # per set: link cycles of its rows (0: all read on its tile)
     write_cycles: list[int]                 # per segment (empty for a model that fits)
+    streamed: list[bool]                    # per set: its rows in and out go through the global memory
+
+    def out_bytes(self, i: int) -> float:
+        """Bytes of set i's output rows."""
+        task = self.options[i][0]
+        return self.cost.rows_bytes(self.graph.node(task.node).outputs[0], task.out_rows[1] - task.out_rows[0])
+
+    def forced_spills(self) -> frozenset[tuple[int, int]]:
+        """(producer, tile) pairs that must go through the global memory: every input of a
+        streamed set, on each tile it may run on, and every output of one."""
+        forced = set()
+        succ = self.successors()
+        for i, opts in enumerate(self.options):
+            places = {tile for o in opts for tile in task_tiles(o, self.mapping)}
+            if self.streamed[i]:
+                forced.update((p, tile) for p, _ in self.edges[i] for tile in places)
+                forced.update((i, tile) for j, _ in succ[i] for o in self.options[j]
+                              for tile in task_tiles(o, self.mapping))
+        return frozenset(forced)
 
     @property
     def size(self) -> int:
@@ -103,32 +122,38 @@ def build_problem(graph: Graph, mapping: Mapping, cost: CostModel, rows_per_set:
                 sends[p] = cost.link_cycles(cost.rows_bytes(tensor, rows))
             row.append((p, worst))
         edges.append(row)
-    return Problem(graph, mapping, cost, options, edges, sends, cost.write_cycles())
+    streamed = [_set_bytes(graph, cost, opts[0]) > cost.target.buffer.kib_per_tile * 1024
+                and row_granular(graph, graph.node(opts[0].node)) is None for opts in options]
+    return Problem(graph, mapping, cost, options, edges, sends, cost.write_cycles(), streamed)
+
+
+def _set_bytes(graph: Graph, cost: CostModel, task: Task) -> float:
+    """Bytes of the activation rows a set reads and writes."""
+    node = graph.node(task.node)
+    rows = [(t, b - a) for t, a, b in task.reads] + [(node.outputs[0], task.out_rows[1] - task.out_rows[0])]
+    return sum(cost.rows_bytes(t, r) for t, r in rows)
 
 
 def check_buffers(problem: Problem, target: Target) -> None:
     """Refuse a chip whose tile buffer cannot hold even one row set's input and output rows.
 
-    Only sets cut into rows are checked: they are what streams through a tile's buffer. An
-    operator without row structure is one set over whole tensors, which the buffer model does
-    not cover (it would refuse most models at once)."""
+    A set without row structure (one set over whole tensors) that does not fit is streamed
+    through the global memory instead, if the target has one (``[memory]``)."""
     capacity = target.buffer.kib_per_tile * 1024
     graph = problem.graph
     worst, where = 0.0, None
-    for opts in problem.options:
-        task = opts[0]
-        node = graph.node(task.node)
-        if row_granular(graph, node) is None:
+    for i, opts in enumerate(problem.options):
+        if problem.streamed[i] and target.memory is not None:
             continue
-        rows = [(t, b - a) for t, a, b in task.reads] + [(node.outputs[0], task.out_rows[1] - task.out_rows[0])]
-        need = sum(problem.cost.rows_bytes(t, r) for t, r in rows)
+        need = _set_bytes(graph, problem.cost, opts[0])
         if need > worst:
-            worst, where = need, task
+            worst, where = need, opts[0]
     if worst > capacity:
-        raise CapacityError(f"set {where.index} of {where.node} needs {worst / 1024:.1f} KiB of activation buffer "
-                            f"for its input and output rows and a tile of target {target.name} has "
-                            f"{target.buffer.kib_per_tile:g} KiB; choose a target with a larger [buffer] "
-                            f"kib_per_tile")
+        whole = row_granular(graph, graph.node(where.node)) is None
+        raise CapacityError(f"{'' if whole else f'set {where.index} of '}{where.node} needs {worst / 1024:.1f} KiB "
+                            f"of activation buffer for its input and output rows and a tile of target "
+                            f"{target.name} has {target.buffer.kib_per_tile:g} KiB; choose a target with a larger "
+                            f"[buffer] kib_per_tile{' or a [memory] table to stream it through' if whole else ''}")
 
 
 def heads_tails(problem: Problem, times: list[int], latency: bool) -> tuple[list[int], list[int]]:

@@ -12,6 +12,15 @@ output row of every operator to be produced exactly once, and checks:
 - no tile's network link carries two messages at once (a set's output rows to
   other tiles; the partial sums a copy's other tiles send home when its crossbars
   stop), and a set lasts until its partial sums have arrived;
+- rows spilled to the global memory are stored after their set ends and loaded
+  after the store is done, each transfer as long as its bytes take on the
+  channel, which carries one at a time; a tile with a load of some rows reads
+  them from it, at the load's end plus the memory's latency;
+- no tile's buffer holds more than ``[buffer] kib_per_tile`` at any cycle: the
+  rows of each set on each tile that reads them, from their arrival (or the start
+  of their load) until the last reader there ends; the inputs and output of a set
+  without row structure too large for the buffer are streamed through the global
+  memory instead (they must come from loads, and are not counted);
 - only operators with a row structure (:func:`~cimc.passes.schedule.sets.row_granular`)
   are split into row sets;
 - for a model run in segments, every segment is programmed once, for at least as
@@ -127,25 +136,51 @@ def _check_network(schedule: Schedule, graph: Graph, mapping: Mapping, target: T
                 continue
             for row in _needed_rows(graph, t.node, tensor, t.out_rows):
                 readers.setdefault(produced[tensor][row], {}).setdefault(t.id, set()).update(where)
+    loads, latency = _check_memory(schedule, graph, target)
     links: dict[int, list[tuple[int, int, str]]] = {}   # tile -> (from, to, what)
+    held: dict[int, list[tuple[int, int, float]]] = {}  # tile -> (from, to, bytes) of rows in its buffer
+    streamed = [_streamed(graph, t, target) for t in tasks]
     for p, consumers in sorted(readers.items()):
         task, end, sent = tasks[p], schedule.end(p), schedule.send(p)
         if sent < end:
             raise ScheduleInvalid(f"task {p} ({task.node} set {task.index}) sends its rows at {sent}, before "
                                   f"it ends at {end}")
-        out = graph.tensors[graph.node(task.node).outputs[0]]
-        nbytes = out.size * target.precision.activation_bits / 8 * (task.out_rows[1] - task.out_rows[0]) \
-            / _rows(out.shape)
+        nbytes = _rows_bytes(graph, task, target)
         cycles = math.ceil(nbytes / width)
-        if any(tile != task.tile for tiles in consumers.values() for tile in tiles):
+        if any(tile != task.tile and (p, tile) not in loads for tiles in consumers.values() for tile in tiles):
             links.setdefault(task.tile, []).append((sent, sent + cycles, f"the rows of task {p}"))
+        until: dict[tuple[int, int], int] = {}          # (tile, load start or -1) -> last reader's end
         for c, tiles in consumers.items():
-            arrival = max(end if tile == task.tile else sent + cycles + target.hops(task.tile, tile) * hop
-                          for tile in tiles)
+            arrival = 0
+            for tile in tiles:
+                load = -1
+                if (p, tile) in loads:
+                    arrived = [x for x in loads[(p, tile)] if x.start + x.duration + latency <= schedule.start[c]]
+                    if not arrived:
+                        raise ScheduleInvalid(f"task {c} ({tasks[c].node} set {tasks[c].index}) starts at "
+                                              f"{schedule.start[c]} on tile {tile} before any load of the rows of "
+                                              f"task {p} ({task.node} set {task.index}) has arrived there")
+                    load = max(arrived, key=lambda x: (x.start + x.duration, x.start)).start
+                elif streamed[p] or streamed[c]:
+                    raise ScheduleInvalid(f"task {c} ({tasks[c].node} set {tasks[c].index}) reads the rows of "
+                                          f"task {p} on tile {tile} from its buffer, but they are streamed (too "
+                                          f"large for it) and must come from the global memory")
+                else:
+                    arrival = max(arrival, end if tile == task.tile else
+                                  sent + cycles + target.hops(task.tile, tile) * hop)
+                if not streamed[p] and not streamed[c]:
+                    until[(tile, load)] = max(until.get((tile, load), 0), schedule.end(c))
             if schedule.start[c] < arrival:
                 raise ScheduleInvalid(f"task {c} ({tasks[c].node} set {tasks[c].index}) starts at "
                                       f"{schedule.start[c]} before the rows of task {p} ({task.node} set "
                                       f"{task.index}) arrive at {arrival}")
+        for (tile, load), last in until.items():
+            if load >= 0:
+                arrive = load
+            else:
+                arrive = end if tile == task.tile else sent + cycles + target.hops(task.tile, tile) * hop
+            held.setdefault(tile, []).append((arrive, last, nbytes))
+    _check_buffers(held, target)
     for t in tasks:
         if t.kind != "mvm":
             continue
@@ -166,6 +201,73 @@ def _check_network(schedule: Schedule, graph: Graph, mapping: Mapping, target: T
             if s1 < e0:
                 raise ScheduleInvalid(f"the network link of tile {tile} carries {a} and {b} at the same time "
                                       f"({s1} < {e0})")
+
+
+def _rows_bytes(graph: Graph, task, target: Target) -> float:
+    out = graph.tensors[graph.node(task.node).outputs[0]]
+    return out.size * target.precision.activation_bits / 8 * (task.out_rows[1] - task.out_rows[0]) / _rows(out.shape)
+
+
+def _streamed(graph: Graph, task, target: Target) -> bool:
+    """A set without row structure whose whole inputs and output exceed a tile's buffer."""
+    node = graph.node(task.node)
+    if row_granular(graph, node) is not None or target.memory is None:
+        return False
+    size = sum(graph.tensors[t].size for t in node.inputs + node.outputs[:1]
+               if t and not graph.tensors[t].is_constant)
+    return size * target.precision.activation_bits / 8 > target.buffer.kib_per_tile * 1024
+
+
+def _check_memory(schedule: Schedule, graph: Graph, target: Target) -> tuple[dict, int]:
+    """Stores and loads: each after what it moves exists, as long as its bytes take, one at a
+    time on the channel. Returns the loads of each (task, tile) and the memory's latency."""
+    if not schedule.stores and not schedule.loads:
+        return {}, 0
+    if target.memory is None:
+        raise ScheduleInvalid(f"the schedule moves rows to a global memory and target {target.name} has none")
+    tasks, memory = schedule.tasks, target.memory
+    stores, loads, channel = {}, {}, []
+    for x in schedule.stores:
+        if not 0 <= x.task < len(tasks) or x.task in stores:
+            raise ScheduleInvalid(f"a store of task {x.task}: no such task, or stored twice")
+        stores[x.task] = x
+        channel.append((x.start, x.start + x.duration, f"the store of task {x.task}"))
+        if x.start < schedule.end(x.task):
+            raise ScheduleInvalid(f"task {x.task} is stored from {x.start}, before it ends at {schedule.end(x.task)}")
+    for x in schedule.loads:
+        if x.task not in stores or not 0 <= x.tile < target.chip.tiles:
+            raise ScheduleInvalid(f"a load of task {x.task} into tile {x.tile}: never stored, or no such tile")
+        loads.setdefault((x.task, x.tile), []).append(x)
+        channel.append((x.start, x.start + x.duration, f"the load of task {x.task} into tile {x.tile}"))
+        stored = stores[x.task]
+        if x.start < stored.start + stored.duration + memory.latency_cycles:
+            raise ScheduleInvalid(f"the rows of task {x.task} are loaded into tile {x.tile} from {x.start}, before "
+                                  f"their store is in memory at {stored.start + stored.duration + memory.latency_cycles}")
+    for x in list(schedule.stores) + list(schedule.loads):
+        need = math.ceil(_rows_bytes(graph, tasks[x.task], target) / memory.bytes_per_cycle)
+        if x.duration < need:
+            raise ScheduleInvalid(f"a transfer of the rows of task {x.task} to or from the global memory takes "
+                                  f"{x.duration} cycles; their bytes take {need}")
+    channel.sort()
+    for (s0, e0, a), (s1, _, b) in zip(channel, channel[1:]):
+        if s1 < e0:
+            raise ScheduleInvalid(f"the channel to the global memory carries {a} and {b} at the same time "
+                                  f"({s1} < {e0})")
+    return loads, memory.latency_cycles
+
+
+def _check_buffers(held: dict[int, list[tuple[int, int, float]]], target: Target) -> None:
+    capacity = target.buffer.kib_per_tile * 1024
+    for tile, intervals in sorted(held.items()):
+        # releases before acquisitions at one cycle (intervals are half-open)
+        events = sorted([(a, 1, size) for a, b, size in intervals if b > a] +
+                        [(b, 0, -size) for a, b, size in intervals if b > a])
+        level = 0.0
+        for cycle, _, delta in events:
+            level += delta
+            if level > capacity * (1 + 1e-12):
+                raise ScheduleInvalid(f"tile {tile} holds {level / 1024:.1f} KiB of rows at cycle {cycle}, more "
+                                      f"than its {target.buffer.kib_per_tile:g} KiB buffer")
 
 
 def _check_writes(schedule: Schedule, mapping: Mapping, target: Target) -> None:

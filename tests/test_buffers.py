@@ -1,0 +1,137 @@
+"""Tile buffer capacity: every scheduler keeps each tile within ``[buffer] kib_per_tile`` by
+spilling rows to the global memory, the validator checks it on its own, and the programs that
+spill compute what the programs that do not compute."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import cimc
+from cimc.errors import CapacityError
+from cimc.passes.schedule.validator import ScheduleInvalid, validate
+from cimc.targets import target_from_dict
+
+import models
+from conftest import compile_model, preset_dict, uniform
+
+SCHEDULERS = ("layer", "clsa", "cpsat")
+
+
+def _chip(kib: float, memory: bool = True, latency: int | None = None):
+    data = preset_dict("small")
+    data["name"] = f"small-{kib:g}k"
+    data["buffer"] = {"kib_per_tile": kib}
+    if not memory:
+        del data["memory"]
+    elif latency is not None:
+        data["memory"] = {**data["memory"], "latency_cycles": latency}
+    return target_from_dict(data, data["name"])
+
+
+def _compile(builder: str, target, scheduler: str):
+    return compile_model(getattr(models, builder)(), target, scheduler=scheduler, solver_work=0.5)
+
+
+@pytest.fixture(scope="module")
+def tight():
+    """residual_net and conv_chain_net on tiles of 1 KiB (16 rows of their 64-byte rows): layer
+    by layer must spill; the reference is the same model on 64 KiB tiles."""
+    out = {}
+    for builder in ("residual_net", "conv_chain_net"):
+        for scheduler in SCHEDULERS:
+            out[(builder, scheduler)] = (_compile(builder, _chip(1.0), scheduler),
+                                         _compile(builder, _chip(64.0), scheduler))
+    return out
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("builder", ["residual_net", "conv_chain_net"])
+def test_schedules_fit_the_buffer_and_compute_the_same(tight, builder, scheduler):
+    program, roomy = tight[(builder, scheduler)]
+    r = program.report
+    assert r["buffer_peak_kib"] <= r["buffer_kib_per_tile"] == 1.0
+    if scheduler == "layer":
+        assert roomy.report["buffer_peak_kib"] > 1.0, "the roomy compile must need more than the tight buffer"
+    x = uniform(models.__dict__[builder](), 3, seed=5)
+    got, want = cimc.run(program, {"x": x}), cimc.run(roomy, {"x": x})
+    for name in want.outputs:
+        np.testing.assert_array_equal(got.outputs[name], want.outputs[name])
+    assert got.stats["latency_cycles"] == r["makespan_cycles"]
+    moved = sum(program.report["memory"][k] for k in ("stored_kib", "loaded_kib")) * 1024
+    assert got.stats["memory_bytes"] == pytest.approx(moved)
+
+
+def test_layer_by_layer_spills_and_pays_for_it(tight):
+    for builder in ("residual_net", "conv_chain_net"):
+        program, roomy = tight[(builder, "layer")]
+        assert program.schedule.stores and program.schedule.loads
+        assert not roomy.schedule.stores
+        assert program.report["makespan_cycles"] >= roomy.report["makespan_cycles"]
+        assert program.report["memory"]["energy_pj"] > 0
+
+
+def test_the_validator_counts_every_tile_buffer(tight):
+    """A schedule made for roomy tiles is refused for tight ones, where it holds too much."""
+    _, roomy = tight[("residual_net", "layer")]
+    g, mapping = roomy.graph(), roomy.mapping()
+    validate(roomy.schedule, g, mapping, roomy.target)
+    with pytest.raises(ScheduleInvalid, match=r"tile \d+ holds .* KiB of rows at cycle \d+, more than its 1 KiB"):
+        validate(roomy.schedule, g, mapping, _chip(1.0))
+
+
+def _edited(program, **change):
+    return dataclasses.replace(program.schedule, **change)
+
+
+def test_the_validator_checks_stores_and_loads(tight):
+    program, _ = tight[("residual_net", "layer")]
+    s, g, m, t = program.schedule, program.graph(), program.mapping(), program.target
+    validate(s, g, m, t)
+    load = s.loads[0]
+    store = next(x for x in s.stores if x.task == load.task)
+    early = dataclasses.replace(load, start=store.start)
+    with pytest.raises(ScheduleInvalid, match="loaded into tile .* before their store is in memory"):
+        validate(_edited(program, loads=[early] + s.loads[1:]), g, m, t)
+    short = dataclasses.replace(store, duration=0)
+    with pytest.raises(ScheduleInvalid, match="takes 0 cycles"):
+        validate(_edited(program, stores=[short if x is store else x for x in s.stores]), g, m, t)
+    if len(s.loads) > 1:
+        clash = dataclasses.replace(s.loads[1], start=load.start)
+        with pytest.raises(ScheduleInvalid, match="channel to the global memory carries|before their store"):
+            validate(_edited(program, loads=[load, clash] + s.loads[2:]), g, m, t)
+    with pytest.raises(ScheduleInvalid, match="before any load of the rows"):
+        late = dataclasses.replace(load, start=load.start + 10 ** 7)
+        validate(_edited(program, loads=[late if x is load else x for x in s.loads]), g, m, t)
+    no_memory = dataclasses.replace(t, memory=None)
+    with pytest.raises(ScheduleInvalid, match="has none"):
+        validate(s, g, m, no_memory)
+
+
+def test_without_a_global_memory_an_overflow_is_refused():
+    with pytest.raises(CapacityError, match="no global memory to spill rows to; add a \\[memory\\] table"):
+        _compile("residual_net", _chip(1.0, memory=False), "layer")
+    # with room enough, the same target compiles and moves nothing
+    program = _compile("residual_net", _chip(64.0, memory=False), "clsa")
+    assert program.report["memory"] == {"stored_kib": 0.0, "loaded_kib": 0.0, "energy_pj": None}
+
+
+def test_a_buffer_smaller_than_one_set_is_refused():
+    with pytest.raises(CapacityError, match="needs .* KiB of activation buffer for its input and output rows"):
+        _compile("residual_net", _chip(0.1), "clsa")
+
+
+@pytest.mark.parametrize("kib", [0.75, 1.0, 1.5, 3.0])
+def test_every_buffer_size_fits_or_is_refused_with_a_reason(kib):
+    """Across sizes: a compile either fits every tile (checked again here from the schedule) or
+    is refused with a capacity message, never an invalid schedule."""
+    target = _chip(kib, latency=20)
+    for scheduler in ("layer", "clsa"):
+        try:
+            program = _compile("conv_chain_net", target, scheduler)
+        except CapacityError as exc:
+            assert "KiB" in str(exc)
+            continue
+        assert program.report["buffer_peak_kib"] <= kib

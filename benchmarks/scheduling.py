@@ -95,7 +95,8 @@ def measure(key: str) -> dict:
                           "tasks": len(program.schedule.tasks), "bounds": r["lower_bounds"],
                           "comparison": r["comparison"], "wall": time.perf_counter() - began,
                           "schedule_seconds": program.pass_seconds["schedule"],
-                          "buffer_kib": r["buffer_peak_kib"], "buffer_capacity_kib": r["buffer_kib_per_tile"]}
+                          "buffer_kib": r["buffer_peak_kib"], "buffer_capacity_kib": r["buffer_kib_per_tile"],
+                          "moved_mib": (r["memory"]["stored_kib"] + r["memory"]["loaded_kib"]) / 1024}
     out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -110,7 +111,7 @@ def run_child(key: str) -> dict:
 
 def _row(m: dict) -> str:
     if "error" in m:
-        return f"| {m['key']} | refused or failed: {m['error'][:120]} |" + " |" * 14
+        return f"| {m['key']} | refused or failed: {m['error'][:120]} |" + " |" * 15
     lay, cl, cp = m["layer"], m["clsa"], m["cpsat"]
     better = (cl["makespan"] - cp["makespan"]) / cl["makespan"] * 100
     name = m["key"] if m["target"] == TARGET else f"{m['key']} ({m['target']})"
@@ -121,6 +122,7 @@ def _row(m: dict) -> str:
             f"{lay['makespan'] / cl['makespan']:.1f}x | {lay['makespan'] / cp['makespan']:.1f}x | "
             f"{better:+.2f} % | {cp['bound']:,} | {100 * cp['gap']:.1f} % | {cp['status']}{' (time cap)' if cp['limit'] == 'time' else ''} | "
             f"{lay['buffer_kib']:,.0f} / {cl['buffer_kib']:,.0f} / {cp['buffer_kib']:,.0f} | "
+            f"{lay['moved_mib']:,.1f} / {cl['moved_mib']:,.1f} / {cp['moved_mib']:,.1f} | "
             f"{cp['wall']:.1f} s | {m['peak_mib']:,.0f} |")
 
 
@@ -150,15 +152,17 @@ def report(measured: list[dict], wall: float) -> str:
         "schedule with any duplication the crossbar budget allows (critical path, per-layer and per-GPEU work, "
         "crossbar budget; see `passes/schedule/problem.py`); gap = (makespan - bound) / makespan; *status*: "
         "CP-SAT's status for the chosen duplication and placement (`optimal`: proven optimal for them; `hint`: "
-        "CP-SAT found nothing better in time); *buffer KiB*: the largest activation buffer any tile needs "
+        "CP-SAT found nothing better in time); *buffer KiB*: the largest activation buffer any tile holds "
         "(rows held from written or arrived until their last consumer there ends; `buffer_peak_kib`) for "
-        "layer / clsa / cpsat, against the chip's 256 KiB a tile (reported, not yet a scheduling constraint); "
+        "layer / clsa / cpsat, at most the chip's 256 KiB a tile: rows that do not fit wait in the global "
+        "memory; *spilled MiB*: rows moved to and from the global memory for that (`memory` in the report), "
+        "layer / clsa / cpsat; "
         "*wall*: the whole cpsat compile; *MiB*: peak resident memory of the process that compiled the model "
         "three times.",
         "",
         "| model | sets | copies | layer | clsa | cpsat | utilization % | clsa speedup | cpsat speedup | "
-        "cpsat vs clsa | bound | gap | status | buffer KiB | wall | MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "cpsat vs clsa | bound | gap | status | buffer KiB | spilled MiB | wall | MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(m) for m in measured]
     if ok:

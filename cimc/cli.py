@@ -213,13 +213,16 @@ def _cmd_compile(args: argparse.Namespace) -> None:
     print(f"compiled {r['model']} for {r['target']}: {r['crossbars_used']} crossbars on {r['tiles_used']} "
           f"tiles{segments}, {r['scheduler']} schedule {r['makespan_cycles']} cycles ({r['makespan_us']:.2f} us), "
           f"PE utilization {100 * r['pe_utilization']:.1f} % -> {args.output}")
+    from cimc.schedule_views import cycles
     duplicated = sum(c > 1 for c in r["copies"].values())
     print(f"  lower bound {r['lower_bound_cycles']} cycles (gap {100 * r['gap']:.1f} %); layers duplicated: "
           f"{duplicated} ({sum(r['copies'].values())} copies of {len(r['copies'])} layers, {r['placement']}); "
           f"same mapping: "
-          f"layer {r['comparison']['layer']}, clsa {r['comparison']['clsa']} cycles; layer by layer without "
-          f"duplication {r['comparison']['layer_one_copy']} cycles; activation buffer peak "
+          f"layer {cycles(r['comparison']['layer'])}, clsa {cycles(r['comparison']['clsa'])}; layer by layer "
+          f"without duplication {cycles(r['comparison']['layer_one_copy'])}; activation buffer peak "
           f"{r['buffer_peak_kib']:.1f} KiB on tile {r['buffer_peak_tile']} (of {r['buffer_kib_per_tile']:g} KiB)"
+          + (f", {r['memory']['stored_kib']:.1f} KiB spilled to the global memory and "
+             f"{r['memory']['loaded_kib']:.1f} KiB loaded back" if r["memory"]["stored_kib"] else "")
           + (f"; CP-SAT {r['solver_status']} after {r['solver_work']:g} units of work "
              f"({program.pass_seconds['cpsat_solver']:.1f} s)" if r["solver_status"] else ""))
     if r.get("solver_limit") == "time":

@@ -169,13 +169,14 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
     began = time.perf_counter()
     problem = build_problem(graph, single, CostModel(target, graph, single), rows_per_set)
     check_buffers(problem, target)
-    baseline = _layer(problem)
     solver: dict = {"status": None, "bound": None, "seconds": None, "work": None, "limit": None,
                     "placement": "packed"}
     if scheduler == "layer":
-        solver["comparison"] = {"layer": baseline.makespan, "clsa": _clsa(problem).makespan,
+        baseline = _layer(problem)
+        solver["comparison"] = {"layer": baseline.makespan, "clsa": _makespan(_clsa, problem),
                                 "layer_one_copy": baseline.makespan}
         return problem, baseline, solver
+    one_copy = _makespan(_layer, problem)
     per_tile = target.chip.pes_per_tile
 
     def duplicated(copies: dict[str, int], spread: bool = False) -> Problem:
@@ -207,8 +208,8 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
             schedule = _clsa(spread)
             if schedule.makespan < hint.makespan:
                 final, hint, solver["placement"] = spread, schedule, "spread"
-    layer = baseline if final is problem else _layer(final)
-    solver["comparison"] = {"layer": layer.makespan, "clsa": hint.makespan, "layer_one_copy": baseline.makespan}
+    solver["comparison"] = {"layer": one_copy if final is problem else _makespan(_layer, final),
+                            "clsa": hint.makespan, "layer_one_copy": one_copy}
     if scheduler == "clsa":
         return final, hint, solver
     solved = schedule_cpsat(final, hint, solver_work, solver_time - (time.perf_counter() - began), seed)
@@ -218,13 +219,24 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
 
 
 def _layer(problem: Problem) -> Schedule:
-    """Layer by layer, within the tile buffers (spilling to the global memory where needed)."""
-    return fit(problem, lambda spilled: schedule_layer_by_layer(problem, spilled))
+    """Layer by layer, within the tile buffers (spilling to the global memory, or holding rows
+    back, where needed)."""
+    return fit(problem, lambda spilled, not_before: schedule_layer_by_layer(problem, spilled, not_before))
 
 
 def _clsa(problem: Problem) -> Schedule:
-    """CLSA-CIM's schedule, within the tile buffers (spilling to the global memory where needed)."""
-    return fit(problem, lambda spilled: schedule_clsa(problem, spilled=spilled))
+    """CLSA-CIM's schedule, within the tile buffers (spilling to the global memory, or holding rows
+    back, where needed)."""
+    return fit(problem, lambda spilled, not_before: schedule_clsa(problem, spilled=spilled, not_before=not_before))
+
+
+def _makespan(scheduler, problem: Problem) -> int | None:
+    """A comparison's makespan; None when that scheduler cannot fit the tile buffers (layer by
+    layer holds whole tensors) and the target has no global memory to spill to."""
+    try:
+        return scheduler(problem).makespan
+    except CapacityError:
+        return None
 
 
 def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target: Target) -> dict:
@@ -244,7 +256,7 @@ def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target:
         "placement": solver["placement"],
         "solver_status": solver["status"], "solver_bound_cycles": solver["bound"],
         "solver_work": solver["work"], "solver_limit": solver["limit"],
-        "comparison": {k: int(v) for k, v in solver["comparison"].items()},
+        "comparison": {k: None if v is None else int(v) for k, v in solver["comparison"].items()},
         "buffer_peak_kib": peak.bytes / 1024, "buffer_peak_tile": peak.tile, "buffer_peak_cycle": peak.cycle,
         "buffer_kib_per_tile": target.buffer.kib_per_tile,
         "memory": {"stored_kib": stored / 1024, "loaded_kib": loaded / 1024,

@@ -37,6 +37,11 @@ class OperatorSpan:
     busy: float          # busy cycles of its hardware / (its span x copies)
 
 
+
+def cycles(makespan: int | None) -> str:
+    """A comparison's makespan; None: that scheduler could not fit the tile buffers."""
+    return "does not fit the buffers" if makespan is None else f"{makespan} cycles"
+
 def operator_spans(program: Program) -> list[OperatorSpan]:
     sched = program.schedule
     copies = {row["name"]: row["copies"] for row in program.report["layers"]}
@@ -60,8 +65,8 @@ def render_text(program: Program, width: int = 64) -> str:
     r = program.report
     lines = [f"schedule {sched.scheduler}: makespan {sched.makespan} cycles, {len(sched.tasks)} sets, "
              f"PE utilization {100 * r['pe_utilization']:.1f} %, lower bound {r['lower_bound_cycles']} cycles "
-             f"(gap {100 * r['gap']:.1f} %); same mapping: layer {r['comparison']['layer']}, clsa "
-             f"{r['comparison']['clsa']} cycles", "",
+             f"(gap {100 * r['gap']:.1f} %); same mapping: layer {cycles(r['comparison']['layer'])}, clsa "
+             f"{cycles(r['comparison']['clsa'])}", "",
              f"{'operator':<30} {'kind':<5} {'copies':>6} {'sets':>5} {'tile':>4} {'start':>10} {'end':>10} "
              f"{'busy':>6}  timeline"]
 

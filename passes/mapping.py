@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -78,6 +79,14 @@ class LayerMapping:
     @property
     def tiles(self) -> tuple[int, ...]:
         return tuple(sorted({x.tile for x in self.crossbars}))
+
+    @cached_property
+    def copy_tiles(self) -> tuple[tuple[int, ...], ...]:
+        """The tiles of each copy: what the schedulers ask for each set they place, every round."""
+        tiles: list[set[int]] = [set() for _ in range(self.copies)]
+        for x in self.crossbars:
+            tiles[x.copy].add(x.tile)
+        return tuple(tuple(sorted(t)) for t in tiles)
 
     @property
     def xbars(self) -> tuple[int, ...]:

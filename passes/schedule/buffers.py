@@ -24,11 +24,13 @@ from cimc.passes.schedule.problem import Problem
 @dataclass(frozen=True)
 class Hold:
     """The rows of set ``producer`` on ``tile``: in its buffer over [start, end), read by sets
-    running over ``uses``; ``loaded``: brought back from the global memory (from the load's start)."""
+    ``readers`` running over ``uses`` (in order of start); ``loaded``: brought back from the
+    global memory (from the load's start)."""
     producer: int
     tile: int
     start: int
     end: int
+    readers: tuple[int, ...]
     uses: tuple[tuple[int, int], ...]
     bytes: float
     loaded: bool
@@ -85,8 +87,9 @@ def holds(problem: Problem, schedule: Schedule) -> list[Hold]:
                 arrive = done if tile == task.tile else sent + cost.tensor_transfer_cycles(tensor, rows, task.tile,
                                                                                           tile)
             if last > arrive:
-                uses = tuple(sorted((schedule.start[j], schedule.end(j)) for j in mine))
-                out.append(Hold(i, tile, arrive, last, uses, size, loaded >= 0))
+                mine = sorted(mine, key=lambda j: (schedule.start[j], j))
+                uses = tuple((schedule.start[j], schedule.end(j)) for j in mine)
+                out.append(Hold(i, tile, arrive, last, tuple(mine), uses, size, loaded >= 0))
     return out
 
 

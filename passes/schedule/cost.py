@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -94,8 +95,16 @@ class CostModel:
 
     def rows_bytes(self, tensor: str, rows: int) -> float:
         """Bytes of ``rows`` rows of an activation tensor (what a set moves or a buffer holds)."""
-        t = self.graph.tensors[tensor]
-        return t.size * self.activation_bytes * rows / max(1, tensor_rows(t.shape))
+        per_row = self._row_bytes.get(tensor)
+        if per_row is None:
+            t = self.graph.tensors[tensor]
+            per_row = self._row_bytes[tensor] = t.size * self.activation_bytes / max(1, tensor_rows(t.shape))
+        return per_row * rows
+
+    @cached_property
+    def _row_bytes(self) -> dict[str, float]:
+        """Bytes of one row of each tensor asked for (the schedulers ask for them every round)."""
+        return {}
 
     def memory_cycles(self, nbytes: float) -> int:
         """Cycles a transfer holds the channel to the global memory (``[memory]``)."""

@@ -34,6 +34,11 @@ The model, for one duplication (copies per layer) and one mapping:
 - for a model run in segments, one interval per segment write: a segment's sets
   start after its write, and a write starts after the previous segment's sets
   have stopped computing;
+- the tile buffers through the hint's spills (:mod:`.memory`): rows the hint spilled
+  wherever their reader runs reach it no sooner than a store and a load after their
+  producer ends; the buffers themselves and the memory channel are left to the replay,
+  which spills more or holds rows back where the solver's order overflows a tile
+  (status ``feasible`` when that lengthens it);
 - minimize the makespan.
 
 Which copies each layer gets is decided outside, by :func:`improve_copies`: a
@@ -237,11 +242,13 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
 def _rebuild(problem: Problem, starts: list[int], picks: dict[int, int], spilled: frozenset) -> Schedule:
     """The solver's schedule on every resource: its sets in order of start, with its GPEU
     picks, as soon as possible (each duplicated layer's set on the copy that finishes it first),
-    spilling the hint's rows and more if the tile buffers need it (:func:`~.memory.fit`).
+    spilling the hint's rows, and more or holding rows back if the tile buffers need it
+    (:func:`~.memory.fit`).
     Sets then start no later than the solver said (copies being interval-coloured in order of
     start), unless links, the memory channel or buffers the relaxation left out bind."""
     order = sorted(range(problem.size), key=lambda i: (starts[i], i))
-    return fit(problem, lambda more: schedule_clsa(problem, order, picks, name="cpsat", spilled=more), spilled)
+    return fit(problem, lambda more, not_before: schedule_clsa(problem, order, picks, "cpsat", more, not_before),
+               spilled)
 
 
 def _spill_cycles(problem: Problem, p: int) -> int:

@@ -15,8 +15,11 @@ from cimc.passes.schedule.placement import Placer
 from cimc.passes.schedule.problem import Problem
 
 
-def schedule_layer_by_layer(problem: Problem, spilled: frozenset[tuple[int, int]] = frozenset()) -> Schedule:
-    """Layer by layer, the ``spilled`` (producer, tile) rows going through the global memory."""
+def schedule_layer_by_layer(problem: Problem, spilled: frozenset[tuple[int, int]] = frozenset(),
+                            not_before: dict[int, int] | None = None) -> Schedule:
+    """Layer by layer, the ``spilled`` (producer, tile) rows going through the global memory, and
+    no set starting before ``not_before[set]``."""
+    not_before = not_before or {}
     n = problem.size
     start, chosen, sends = [0] * n, [None] * n, [0] * n
     placer = Placer(problem, spilled)
@@ -34,7 +37,7 @@ def schedule_layer_by_layer(problem: Problem, spilled: frozenset[tuple[int, int]
             clock = writes[-1].end
         layer_end = clock
         for k in range(i, j):
-            start[k], chosen[k], sends[k] = placer.place(k, problem.options[k], clock, sends)
+            start[k], chosen[k], sends[k] = placer.place(k, problem.options[k], max(clock, not_before.get(k, 0)), sends)
             layer_end = max(layer_end, start[k] + chosen[k].duration)
         clock = layer_end
         i = j

@@ -155,7 +155,7 @@ def set_options(graph: Graph, mapping: Mapping, cost: CostModel, rows_per_set: i
 def task_tiles(task: Task, mapping: Mapping) -> tuple[int, ...]:
     """Tiles that need a task's inputs: every tile holding one of its copy's crossbars."""
     if task.kind == "mvm":
-        return mapping.layers[task.node].copy(task.copy).tiles
+        return mapping.layers[task.node].copy_tiles[task.copy]
     return (task.tile,)
 
 

@@ -92,7 +92,10 @@ class Placer:
         self.serving: dict[int, list[tuple[int, int, int]]] = {}  # set being placed -> the loads it reads
 
     def _line(self, key: str) -> Timeline:
-        return self.lines.setdefault(key, Timeline())
+        line = self.lines.get(key)
+        if line is None:
+            line = self.lines[key] = Timeline()
+        return line
 
     def earliest(self, option: Task, ready: int) -> int:
         """The first start from ``ready`` at which the option's copy or GPEU is free for its
@@ -115,13 +118,20 @@ class Placer:
         """Put a set, free to start from ``after`` once its inputs are there (its producers'
         rows leave at ``sends``), on the option on which it finishes first; book its resources,
         links and loads. Returns its start, the option and when its rows leave."""
+        # rows that were not spilled come over the network, wherever the set runs
+        ready, stored = after, []
+        for p, latency in self.problem.edges[task_id]:
+            if p in self.stored:
+                stored.append((p, latency))
+            else:
+                ready = max(ready, sends[p] + latency)
         best: tuple[int, Task] | None = None
         for option in options:
-            s = self._start(task_id, option, after, sends, book=False)
+            s = self._start(task_id, option, ready, stored, sends, book=False)
             if best is None or s + option.duration < best[0] + best[1].duration:
                 best = (s, option)
         start, option = best
-        self._start(task_id, option, after, sends, book=True)
+        self._start(task_id, option, ready, stored, sends, book=True)
         self.reserve(option, start)
         end = start + option.duration
         for key in self.serving.pop(task_id, ()):
@@ -136,14 +146,15 @@ class Placer:
         loads = sorted((x for mine in self.loads.values() for x in mine), key=lambda x: (x.task, x.tile, x.start))
         return Schedule(name, tasks, start, writes, sends, [self.stores[p] for p in sorted(self.stores)], loads)
 
-    def _start(self, task_id: int, option: Task, after: int, sends: Sequence[int], book: bool) -> int:
-        """The option's earliest start once its rows are on its tiles: over the network (the
-        edge's latency after the producer's send) or, for spilled rows, from a load booked on
-        the memory channel to end just in time, or an earlier load still held on that tile.
-        Loads are released again unless ``book``."""
-        tiles = task_tiles(option, self.problem.mapping)
-        ready, spilled = after, []
-        for p, latency in self.problem.edges[task_id]:
+    def _start(self, task_id: int, option: Task, ready: int, stored: list[tuple[int, int]], sends: Sequence[int],
+               book: bool) -> int:
+        """The option's earliest start from ``ready`` once the rows of the ``stored`` producers
+        (with their edges' latency) are on its tiles: over the network (the latency after the
+        producer's send) or, where spilled, from a load booked on the memory channel to end just
+        in time, or an earlier load still held on that tile. Loads are released unless ``book``."""
+        spilled = []
+        tiles = task_tiles(option, self.problem.mapping) if stored else ()
+        for p, latency in stored:
             mine = [tile for tile in tiles if (p, tile) in self.spilled]
             if len(mine) < len(tiles):
                 ready = max(ready, sends[p] + latency)

@@ -239,10 +239,10 @@ def _check_memory(schedule: Schedule, graph: Graph, target: Target) -> tuple[dic
             raise ScheduleInvalid(f"a load of task {x.task} into tile {x.tile}: never stored, or no such tile")
         loads.setdefault((x.task, x.tile), []).append(x)
         channel.append((x.start, x.start + x.duration, f"the load of task {x.task} into tile {x.tile}"))
-        stored = stores[x.task]
-        if x.start < stored.start + stored.duration + memory.latency_cycles:
+        there = stores[x.task].start + stores[x.task].duration + memory.latency_cycles
+        if x.start < there:
             raise ScheduleInvalid(f"the rows of task {x.task} are loaded into tile {x.tile} from {x.start}, before "
-                                  f"their store is in memory at {stored.start + stored.duration + memory.latency_cycles}")
+                                  f"their store is in memory at {there}")
     for x in list(schedule.stores) + list(schedule.loads):
         need = math.ceil(_rows_bytes(graph, tasks[x.task], target) / memory.bytes_per_cycle)
         if x.duration < need:

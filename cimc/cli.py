@@ -49,8 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                         "with greedy weight duplication in the spare crossbars; cpsat: a local search over "
                         "copy counts, copies packed tile after tile or spread over the tiles (whichever "
                         "schedules shorter), then OR-Tools CP-SAT over set assignment and order (copies, GPEUs, "
-                        "network links), hinted with clsa; every scheduler queues messages on busy links; "
-                        "the report gives a lower bound on any schedule and the gap to it")
+                        "network links), hinted with clsa; every scheduler queues messages on busy links and "
+                        "keeps each tile within its buffer, spilling rows to the target's global memory or "
+                        "holding them back; the report gives a lower bound on any schedule and the gap to it")
     c.add_argument("--solver-work", type=float, default=2.0, metavar="UNITS",
                    help="cpsat's budget in units of CP-SAT's deterministic time (about a second each on "
                         "small models, 60 to 120 s on light_resnet50 on 2 cores), and per unit 10 copy "

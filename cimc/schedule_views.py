@@ -4,7 +4,8 @@ All four read the schedule stored in the program, which the runtime executes
 cycle for cycle, so what a user inspects is what runs. The DOT view is the set
 dependency graph (built with networkx, clustered by operator, critical path in
 red); the HTML view is one self-contained page (inline SVG, no scripts or
-network access) with one Gantt row per crossbar group, per GPEU and per tile's network link.
+network access) with one Gantt row per crossbar group, per GPEU and per tile's network link,
+and one for the channel to the global memory when rows were spilled.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def render_text(program: Program, width: int = 64) -> str:
 
 
 def schedule_json(program: Program) -> dict:
-    """Every set with its hardware, start and end; the write windows of a segmented model."""
+    """Every set with its hardware, start and end; the write windows of a segmented model; the
+    transfers of spilled rows to and from the global memory."""
     sched = program.schedule
     return {
         "scheduler": sched.scheduler, "makespan_cycles": sched.makespan,
@@ -94,6 +96,9 @@ def schedule_json(program: Program) -> dict:
                   "rows": list(t.out_rows), "tile": t.tile, "resources": list(t.resources),
                   "start": sched.start[t.id], "compute_end": sched.start[t.id] + t.compute,
                   "end": sched.end(t.id), "send": sched.send(t.id)} for t in sched.tasks],
+        "stores": [{"set": x.task, "start": x.start, "end": x.start + x.duration} for x in sched.stores],
+        "loads": [{"set": x.task, "tile": x.tile, "start": x.start, "end": x.start + x.duration}
+                  for x in sched.loads],
     }
 
 
@@ -167,7 +172,7 @@ def _messages(program: Program) -> list[tuple[int, int, int, Task, str]]:
 
 def render_html(program: Program, width: int = 1200) -> str:
     """One Gantt row per crossbar group (an operator's copy), per GPEU and per tile's network link,
-    plus the segment writes."""
+    plus the segment writes and the channel to the global memory (spilled rows)."""
     sched: Schedule = program.schedule
     scale = width / max(sched.makespan, 1)
     rows: dict[str, list[_Bar]] = {}
@@ -186,6 +191,11 @@ def render_html(program: Program, width: int = 1200) -> str:
         rows.setdefault(f"link tile {tile}", []).append(
             _Bar(begin * scale, max(cycles * scale, 1.0), _color(t.node),
                  f"{t.node} set {t.index} {what}: {begin}..{begin + cycles}"))
+    for x, what in [(x, "stored") for x in sched.stores] + [(x, f"loaded into tile {x.tile}") for x in sched.loads]:
+        t = sched.tasks[x.task]
+        rows.setdefault("global memory", []).append(
+            _Bar(x.start * scale, max(x.duration * scale, 1.0), _color(t.node),
+                 f"{t.node} set {t.index} {what}: {x.start}..{x.start + x.duration}"))
     return _ENV.get_template("schedule.html.j2").render(
         m=program.manifest, r=program.report, t=program.target, makespan=sched.makespan, width=width,
         rows=list(rows.items()), spans=operator_spans(program))

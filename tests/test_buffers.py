@@ -148,3 +148,25 @@ def test_every_buffer_fits_or_is_refused_with_a_reason(kib, latency, memory, sch
     assert program.report["buffer_peak_kib"] <= kib
     assert program.report["makespan_cycles"] == cimc.run(program, {"x": uniform(models.__dict__[builder](), 1, 0)}
                                                           ).stats["latency_cycles"]
+
+
+@pytest.mark.parametrize("kib", [0.75, 1.0])
+def test_cpsat_fits_tight_buffers_and_is_never_worse_than_clsa(kib):
+    """CP-SAT models the buffers of the tiles it can (holds whose tiles are known before the
+    solve) and the replay the rest: without a global memory to spill to, its schedule still fits
+    every tile and is no longer than clsa's."""
+    target = _chip(kib, memory=False)
+    program = _compile("conv_chain_net", target, "cpsat")
+    r = program.report
+    assert r["buffer_peak_kib"] <= kib
+    assert r["makespan_cycles"] <= r["comparison"]["clsa"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(1, 20), st.integers(0, 9)), max_size=12))
+def test_the_cpsat_buffer_check_finds_the_peak(spans):
+    """The check that keeps the hint feasible for CP-SAT's buffer model, against a count at every cycle."""
+    from cimc.passes.schedule.cpsat import _peak
+    intervals = [(a, a + n, d) for a, n, d in spans]
+    want = max((sum(d for a, b, d in intervals if a <= t < b) for t in range(80)), default=0)
+    assert _peak(intervals) == want

@@ -34,11 +34,14 @@ The model, for one duplication (copies per layer) and one mapping:
 - for a model run in segments, one interval per segment write: a segment's sets
   start after its write, and a write starts after the previous segment's sets
   have stopped computing;
-- the tile buffers through the hint's spills (:mod:`.memory`): rows the hint spilled
-  wherever their reader runs reach it no sooner than a store and a load after their
-  producer ends; the buffers themselves and the memory channel are left to the replay,
-  which spills more or holds rows back where the solver's order overflows a tile
-  (status ``feasible`` when that lengthens it);
+- the tile buffers (:mod:`.memory`): rows the hint spilled wherever their reader runs
+  reach it no sooner than a store and a load after their producer ends; rows whose
+  tiles are known before the solve (a producer and readers with one place each) are
+  intervals from their arrival to their last reader's end in a cumulative per tile of
+  the buffer's bytes (for models of at most :data:`LINK_MODEL_SETS` sets, on the tiles
+  where the hint fits that model, :func:`_buffers`); the other rows and the memory channel
+  are left to the replay, which spills more or holds rows back where the solver's order
+  overflows a tile (status ``feasible`` when that lengthens it);
 - minimize the makespan.
 
 Which copies each layer gets is decided outside, by :func:`improve_copies`: a
@@ -62,6 +65,7 @@ less per second.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -169,6 +173,7 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
                 # rows the hint spilled, wherever the set runs: their store, and their load (the
                 # channel they share is left to the replay)
                 m.Add(start[i] >= end[p] + _spill_cycles(problem, p))
+    buffer_hints = _buffers(m, problem, hint, end, sends, spilled, horizon) if links else {}
     previous: dict[str, int] = {}
     for i, opts in enumerate(problem.options):
         node = opts[0].node
@@ -200,6 +205,7 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
     hinted.update((v, hint.send(i)) for i, v in sends.items())
     hinted.update((p, o == t) for i, t in enumerate(hint.tasks) for p, o in zip(picks[i], problem.options[i]))
     hinted.update(zip(writes, (w.start for w in hint.writes)))
+    hinted.update(buffer_hints)
     hinted[makespan] = horizon
     for var, value in hinted.items():
         m.AddHint(var, value)
@@ -237,6 +243,69 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
     if made.makespan > solver.Value(makespan):      # links left out of the relaxation bound
         status = "feasible"
     return Solved(made, status, bound, seconds, work, capped)
+
+
+def _buffers(m: cp_model.CpModel, problem: Problem, hint: Schedule, end: list, sends: dict, spilled: frozenset,
+             horizon: int) -> dict:
+    """The tile buffers as cumulative constraints, for the rows whose tiles are known before the
+    solve: a set with one place, read on a tile by sets with one place each, not spilled by the
+    hint. Each such hold is an interval from the rows' arrival (the producer's end on its own tile,
+    its send and the transfer elsewhere; its end plus the transfer where sends are not modelled)
+    to the last reader's end there, of the rows' bytes, against the tile's capacity. A tile on
+    which the hint itself breaks this (the model's arrival can be earlier than the hint's) is left
+    to the replay. Returns the hint's values of the new variables."""
+    capacity = int(problem.cost.target.buffer.kib_per_tile * 1024)
+    cost, graph, mapping = problem.cost, problem.graph, problem.mapping
+    per_tile: dict[int, list] = {}
+    hints: dict = {}
+    for i, successors in enumerate(problem.successors()):
+        if len(problem.options[i]) > 1 or problem.streamed[i]:
+            continue
+        task = problem.options[i][0]
+        tensor, rows = graph.node(task.node).outputs[0], task.out_rows[1] - task.out_rows[0]
+        readers: dict[int, list[int]] = {}
+        for j, _ in successors:
+            if len(problem.options[j]) > 1 or problem.streamed[j]:
+                readers = {}
+                break
+            for tile in task_tiles(problem.options[j][0], mapping):
+                readers.setdefault(tile, []).append(j)
+        for tile, mine in readers.items():
+            if (i, tile) in spilled:
+                continue
+            if tile == task.tile:
+                arrive, hinted = end[i], hint.end(i)
+            else:
+                lag = cost.tensor_transfer_cycles(tensor, rows, task.tile, tile)
+                arrive = (sends[i] if i in sends else end[i]) + lag
+                hinted = (hint.send(i) if i in sends else hint.end(i)) + lag
+            last = max(hint.end(j) for j in mine)
+            if last <= hinted:
+                continue
+            until = m.NewIntVar(0, horizon, f"u{i}_{tile}")
+            for j in mine:
+                m.Add(until >= end[j])
+            size = m.NewIntVar(0, horizon, f"z{i}_{tile}")
+            interval = m.NewIntervalVar(arrive, size, until, f"b{i}_{tile}")
+            per_tile.setdefault(tile, []).append((interval, math.ceil(cost.rows_bytes(tensor, rows)), hinted, last,
+                                                  until, size))
+    for tile, held in per_tile.items():
+        if _peak([(a, b, d) for _, d, a, b, _, _ in held]) > capacity:
+            continue
+        m.AddCumulative([h[0] for h in held], [h[1] for h in held], capacity)
+        for _, _, a, b, until, size in held:
+            hints[until], hints[size] = b, b - a
+    return hints
+
+
+def _peak(intervals: list[tuple[int, int, int]]) -> int:
+    """The largest sum of demands over half-open intervals (start, end, demand) at any point."""
+    events = sorted([(a, 1, d) for a, b, d in intervals] + [(b, 0, -d) for a, b, d in intervals])
+    level = peak = 0
+    for _, _, delta in events:
+        level += delta
+        peak = max(peak, level)
+    return peak
 
 
 def _rebuild(problem: Problem, starts: list[int], picks: dict[int, int], spilled: frozenset) -> Schedule:

@@ -8,6 +8,15 @@ whole batch (the leading axis of the inputs) moves through each instruction at
 once. The chip's global memory (``spill`` writes rows there, ``fill`` reads them
 back into a tile's buffer) keeps committed rows the same way.
 
+Activation values are kept once per machine, not once per tile: every tile holding
+rows of an activation tensor holds the values the producing tile wrote (messages,
+spills and fills copy them), so the tiles share one array per tensor, each with its
+own per-row commit counts, which alone decide what it may read. Rows are fixed by
+their first write; a later write of different values (a program that computes the
+same rows twice, differently) gives the writing tile its own copy, so every tile
+still reads exactly what was written into its buffer. Partial sums (``acc:<layer>``)
+are per tile; a convolution's hold only the rows that tile's instructions touch.
+
 The ``ideal`` level computes crossbar sums as exact integer matrix products:
 each tile's crossbars of a layer are assembled into one matrix (sums over row
 blocks are exact, so the grouping cannot change a result) and multiplied with
@@ -87,9 +96,24 @@ class Result:
 
 
 @dataclass
+class _Storage:
+    """An activation tensor's values, shared by the tiles (and the global memory) that hold rows of it."""
+    data: np.ndarray             # float32, (batch,) + the tensor's shape
+    fixed: np.ndarray            # per row: written, and never changed afterwards
+    source: object = None        # a graph input: the array its rows were loaded from
+
+
+@dataclass
 class _Buffer:
     data: np.ndarray
     count: np.ndarray            # per row: writes committed (activations: 0/1; accumulators: crossbars)
+    storage: _Storage | None = None      # activations: the shared values (``data`` is its array); None: own array
+    lo: int = 0                  # a convolution's accumulator: the first row ``data`` holds (axis 1)
+
+
+def _rows_of(data: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Rows ``a:b`` of an activation buffer (axis 3 of a rank-4 tensor's; all of any other)."""
+    return data[:, :, :, a:b] if data.ndim == 5 else data
 
 
 @dataclass
@@ -139,7 +163,10 @@ class Machine:
         self.batch = next(iter(inputs.values())).shape[0]
         self.tiles = [_Tile(i) for i in range(len(program.tiles))]
         self.memory = _Tile(-1)                       # the global memory: buffers, no compute
-        self.messages: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self.storage: dict[str, _Storage] = {}        # activation tensor -> values shared by the tiles
+        self.acc_rows = _accumulator_rows(program)     # (tile, acc tensor) -> rows its buffer holds
+        # message -> (rows it carries, partial sums: their counts, activations: _origin)
+        self.messages: dict[int, tuple[np.ndarray, np.ndarray | None, tuple | None]] = {}
         self.outputs: dict[str, np.ndarray] = {}
         self._stored: dict[str, np.ndarray] = {}      # output -> rows the host has read
         self.layer_xbars = {}
@@ -174,13 +201,89 @@ class Machine:
                 node = self.p.node(tensor[4:])
                 shape = self._acc_shape(node)
                 rows = tensor_rows(self._shape(node["outputs"][0]))
-                buf = _Buffer(np.zeros(shape, dtype=self._acc_dtype(node)), np.zeros(rows, dtype=np.int64))
+                lo = 0
+                if node["op"] == "Conv":              # only the rows this tile's instructions touch
+                    lo, hi = self.acc_rows.get((tile.index, tensor), (0, shape[1]))
+                    shape = (shape[0], hi - lo) + shape[2:]
+                buf = _Buffer(np.zeros(shape, dtype=self._acc_dtype(node)), np.zeros(rows, dtype=np.int64), lo=lo)
             else:
-                shape = self._shape(tensor)
-                buf = _Buffer(np.zeros((self.batch,) + shape, dtype=np.float32),
-                              np.zeros(tensor_rows(shape), dtype=np.int64))
+                st = self.storage.get(tensor)
+                if st is None:
+                    shape = self._shape(tensor)
+                    st = self.storage[tensor] = _Storage(np.zeros((self.batch,) + shape, dtype=np.float32),
+                                                         np.zeros(tensor_rows(shape), dtype=bool))
+                buf = _Buffer(st.data, np.zeros(len(st.fixed), dtype=np.int64), st)
             tile.buffers[tensor] = buf
         return buf
+
+    def _acc_rows(self, buf: _Buffer, node: dict, a: int, b: int) -> np.ndarray:
+        """Rows ``a:b`` of a tile's accumulator (all of it for a layer other than a convolution)."""
+        if node["op"] != "Conv":
+            return buf.data
+        if a < buf.lo or b > buf.lo + buf.data.shape[1]:
+            raise ProgramError(f"rows {a}..{b - 1} of the accumulator of {node['name']} lie outside the rows "
+                               f"{buf.lo}..{buf.lo + buf.data.shape[1] - 1} the tile's instructions name")
+        return buf.data[:, a - buf.lo:b - buf.lo]
+
+    def _origin(self, tile: _Tile, tensor: str, rows: tuple[int, int]) -> tuple | None:
+        """Where a copy of rows ``rows`` of ``tensor`` read from ``tile`` comes from: the shared
+        values and those rows (fixed there, since the tile has them), or None (its own array)."""
+        buf = tile.buffers.get(tensor)
+        return None if buf is None or buf.storage is None else (buf.storage, tuple(rows))
+
+    def _put(self, tile: _Tile, tensor: str, rows: tuple[int, int], values, origin: tuple | None = None) -> None:
+        """Commit ``values`` as rows ``rows`` of activation ``tensor`` in ``tile``'s buffer (``origin``:
+        see :meth:`_origin`, for values copied from a buffer)."""
+        def fill(dst: np.ndarray) -> None:
+            dst[...] = values
+        self._produce(tile, tensor, rows, fill, values, origin)
+
+    def _produce(self, tile: _Tile, tensor: str, rows: tuple[int, int], fill, values=None,
+                 origin: tuple | None = None) -> None:
+        """Commit rows ``rows`` of activation ``tensor`` in ``tile``'s buffer, ``fill(dst)`` writing
+        their values into ``dst`` (shaped like those rows of the buffer).
+
+        Rows no tile has written yet are written in the shared array; rows already written there
+        are compared, bit for bit, with the new values, and if they differ the tile gets its own
+        copy of the array (what it wrote before is the shared values), written as before. Values
+        copied from these very rows of the shared array (``origin``; fixed rows never change) or
+        loaded from the same input array as they were are those bits already."""
+        if tensor.startswith("acc:"):
+            raise ProgramError(f"tile {tile.index} writes partial sums {tensor} as activation rows; "
+                               f"recompile the program")
+        buf = self._buffer(tile, tensor)
+        a, b = rows
+        st = buf.storage
+        if st is None:
+            fill(_rows_of(buf.data, a, b))
+        elif not st.fixed[a:b].any():
+            fill(_rows_of(st.data, a, b))
+            st.fixed[a:b] = True
+        elif ((origin is not None and origin[0] is st and origin[1] == (a, b))
+              or (values is not None and values is st.source)) and st.fixed[a:b].all():
+            pass
+        else:
+            old = _rows_of(st.data, a, b)
+            if isinstance(values, np.ndarray) and values.dtype == old.dtype and values.shape == old.shape:
+                new = values
+            else:
+                new = np.empty_like(old)
+                fill(new)
+            fixed = st.fixed[a:b]
+            if fixed.all():
+                same = np.array_equal(old.view(np.uint32), new.view(np.uint32))
+            else:                                  # one row: fixed; rows only exist on axis 3
+                which = np.flatnonzero(fixed)
+                same = np.array_equal(old[:, :, :, which].view(np.uint32), new[:, :, :, which].view(np.uint32))
+            if same:
+                if not fixed.all():
+                    todo = np.flatnonzero(~fixed)
+                    old[:, :, :, todo] = new[:, :, :, todo]
+                    st.fixed[a:b] = True
+            else:
+                buf.data, buf.storage = st.data.copy(), None
+                _rows_of(buf.data, a, b)[...] = new
+        buf.count[a:b] = 1
 
     def _acc_dtype(self, node: dict) -> type:
         """float32 when no sum of the layer can reach 2^24 (then it is exact), float64 otherwise;
@@ -249,9 +352,12 @@ class Machine:
         return stats
 
     def _load(self, tile: _Tile, ins: dict, stats: dict) -> None:
-        buf = self._buffer(tile, ins["tensor"])
-        buf.data[...] = self.inputs[ins["tensor"]]
-        buf.count[:] = 1
+        tensor = ins["tensor"]
+        values = self.inputs[tensor]
+        self._put(tile, tensor, (0, tensor_rows(self._shape(tensor))), values)
+        st = tile.buffers[tensor].storage
+        if st is not None:                       # (still shared: the values are those of the array)
+            st.source = values                   # later loads of the same array need no comparison
 
     def _write(self, tile: _Tile, ins: dict, stats: dict):
         per_cell = self.p.target.columns_per_weight
@@ -290,30 +396,31 @@ class Machine:
             if buf is None or (buf.count[a:b] == 0).any():
                 raise ReadBeforeWrite(f"tile {tile.index} sends partial sums of {tensor} rows {a}..{b - 1} "
                                       f"it has not computed")
-            piece = buf.data[:, a:b] if self.p.node(tensor[4:])["op"] == "Conv" else buf.data
-            self.messages[ins["msg"]] = (piece.copy(), buf.count[a:b].copy())
+            piece = self._acc_rows(buf, self.p.node(tensor[4:]), a, b)
+            self.messages[ins["msg"]] = (piece.copy(), buf.count[a:b].copy(), None)
         else:
             data = self._read(tile, tensor, (a, b))
             piece = data[:, :, :, a:b] if data.ndim == 5 else data
-            self.messages[ins["msg"]] = (piece.copy(), None)
+            self.messages[ins["msg"]] = (piece.copy(), None, self._origin(tile, tensor, (a, b)))
 
     def _recv(self, tile: _Tile, ins: dict, stats: dict) -> None:
         if ins["msg"] not in self.messages:
             raise ReadBeforeWrite(f"tile {tile.index} receives message {ins['msg']} before it was sent")
-        piece, counts = self.messages.pop(ins["msg"])
+        piece, counts, origin = self.messages.pop(ins["msg"])
         a, b = ins["rows"]
-        buf = self._buffer(tile, ins["tensor"])
+        tensor = ins["tensor"]
+        if not tensor.startswith("acc:"):
+            if ins["reduce"]:
+                raise ProgramError(f"tile {tile.index} adds message {ins['msg']} to activation {tensor}, "
+                                   f"not to partial sums; recompile the program")
+            self._put(tile, tensor, (a, b), piece, origin)
+            return
+        buf = self._buffer(tile, tensor)
         if ins["reduce"]:
-            if self.p.node(ins["tensor"][4:])["op"] == "Conv":
-                buf.data[:, a:b] += piece
-            else:
-                buf.data += piece
+            self._acc_rows(buf, self.p.node(tensor[4:]), a, b)[...] += piece
             buf.count[a:b] += counts
         else:
-            if buf.data.ndim == 5:
-                buf.data[:, :, :, a:b] = piece
-            else:
-                buf.data[...] = piece
+            buf.data[...] = piece
             buf.count[a:b] = 1
 
     def _rows_bytes(self, tensor: str, rows: tuple[int, int]) -> float:
@@ -332,15 +439,16 @@ class Machine:
         tensor = ins["tensor"]
         data = self._read(src, tensor, (a, b))
         piece = (data[:, :, :, a:b] if data.ndim == 5 else data).copy()
+        origin = self._origin(src, tensor, (a, b))
         stats["memory_bytes"] += self._rows_bytes(tensor, (a, b))
 
         def commit() -> None:
-            buf = self._buffer(dst, tensor)
-            if buf.data.ndim == 5:
-                buf.data[:, :, :, a:b] = piece
-            else:
+            if tensor.startswith("acc:"):         # (whole buffers: see _accumulator_rows)
+                buf = self._buffer(dst, tensor)
                 buf.data[...] = piece
-            buf.count[a:b] = 1
+                buf.count[a:b] = 1
+            else:
+                self._put(dst, tensor, (a, b), piece, origin)
         return commit
 
     def _spill(self, tile: _Tile, ins: dict, stats: dict):
@@ -366,10 +474,19 @@ class Machine:
         stats["vector_elements"] += max(a.size for a in args + [result]) // self.batch
 
         def commit() -> None:
-            # Activations are written once, so the result array itself becomes the buffer
-            # (a view of another buffer, as Reshape returns, is copied to keep buffers apart).
-            data = result if result.base is None else result.copy()
-            tile.buffers[out] = _Buffer(data, np.ones(height, dtype=np.int64))
+            # Activations are written once, so the result array itself becomes the values (a view
+            # of another buffer, as Reshape returns, or an input itself, is copied to keep buffers
+            # apart). A result that is not float32 values of the tensor's shape is the tile's own.
+            own = result.base is None and not any(result is a for a in args)
+            buf = tile.buffers.get(out)
+            shared = result.dtype == np.float32 and result.shape == (self.batch,) + self._shape(out)
+            if shared and buf is None and out not in self.storage:
+                st = self.storage[out] = _Storage(result if own else result.copy(), np.ones(height, dtype=bool))
+                tile.buffers[out] = _Buffer(st.data, np.ones(height, dtype=np.int64), st)
+            elif shared and (buf is None or buf.storage is not None):
+                self._put(tile, out, (0, height), result)
+            else:
+                tile.buffers[out] = _Buffer(result if own else result.copy(), np.ones(height, dtype=np.int64))
         return commit
 
     def _vec_rows(self, tile: _Tile, node: dict, rows: tuple[int, int], stats: dict):
@@ -398,9 +515,7 @@ class Machine:
         stats["vector_elements"] += max(a.size for a in args + [result]) // self.batch
 
         def commit() -> None:
-            buf = self._buffer(tile, out)
-            buf.data[:, :, :, r0:r1] = result
-            buf.count[r0:r1] = 1
+            self._put(tile, out, (r0, r1), result)
         return commit
 
     def xbar_cells(self, xbar: dict) -> xb.XbarCells:
@@ -557,8 +672,10 @@ class Machine:
         Convolution inputs are kept channels-last, (B*N, H, W, C), for the unfolding.
         """
         q = node["quant"]
-        key = (tile.index, node["name"])
         x = self._read(tile, tensor, rows)
+        # Codes of shared values are shared too: the rows read are fixed there (committed here).
+        buf = tile.buffers.get(tensor)
+        key = (None if buf is not None and buf.storage is not None else tile.index, node["name"])
         conv = node["op"] == "Conv"
         if key not in self._codes:
             shape = to_nhwc(x, node["attrs"].get("rank", 2)).shape if conv else x.shape
@@ -665,8 +782,8 @@ class Machine:
 
         def commit() -> None:
             buf = self._buffer(tile, accumulator(node["name"]))
+            target = self._acc_rows(buf, node, r0, r1)
             for c0, part in acc_parts:
-                target = buf.data[:, r0:r1] if node["op"] == "Conv" else buf.data
                 target[..., c0:c0 + part.shape[-1]] += part.reshape(target.shape[:-1] + (part.shape[-1],))
             buf.count[r0:r1] += len(xbar_ids)
         return commit
@@ -702,19 +819,25 @@ class Machine:
     def _writeback(self, tile: _Tile, ins: dict, stats: dict) -> None:
         node = self.p.node(ins["layer"])
         r0, r1 = ins["rows"]
-        acc = self._read(tile, accumulator(node["name"]), (r0, r1), need=self.blocks_per_copy[node["name"]])
+        name = accumulator(node["name"])
+        self._read(tile, name, (r0, r1), need=self.blocks_per_copy[node["name"]])
+        acc = self._acc_rows(tile.buffers[name], node, r0, r1)
         out_name = node["outputs"][0]
         out_shape = self._shape(out_name)
-        buf = self._buffer(tile, out_name)
         if node["op"] == "Conv":
-            acc = acc[:, r0:r1].reshape((self.batch, out_shape[0], r1 - r0) + acc.shape[2:])
+            acc = acc.reshape((self.batch, out_shape[0], r1 - r0) + acc.shape[2:])
             acc = acc.transpose(0, 1, 4, 2, 3)                          # (B, N, C, R, W) view
-            dst = buf.data[:, :, :, r0:r1] if len(out_shape) == 4 else buf.data[:, :, :, None, :]
             channel = (slice(None), None, None)
         else:
-            dst, channel = buf.data, (slice(None),)
-        self._periphery(node, acc, dst, channel)
-        buf.count[r0:r1] = 1
+            if (r0, r1) != (0, tensor_rows(out_shape)):
+                raise ProgramError(f"tile {tile.index} writes back rows {r0}..{r1 - 1} of {node['op']} "
+                                   f"{node['name']}, whose sums have no row structure; recompile the program")
+            channel = (slice(None),)
+
+        def fill(rows: np.ndarray) -> None:       # rows r0:r1 of the output (all of a rank-3 one)
+            dst = rows[:, :, :, None, :] if node["op"] == "Conv" and len(out_shape) != 4 else rows
+            self._periphery(node, acc, dst, channel)
+        self._produce(tile, out_name, (r0, r1), fill)
 
     def _periphery(self, node: dict, acc: np.ndarray, dst: np.ndarray, channel: tuple) -> None:
         """Digital periphery: exact sums -> output activations, written straight into ``dst``."""
@@ -739,6 +862,31 @@ class Machine:
         np.rint(y, out=y)
         np.clip(y, out["qmin"] - out["zero"], out["qmax"] - out["zero"], out=y)
         np.multiply(y, np.float32(out["scale"]), out=dst, casting="unsafe")
+
+
+def _accumulator_rows(program: Program) -> dict[tuple[int, str], tuple[int, int]]:
+    """For each tile and partial-sum tensor its instructions name: the rows they touch (a buffer
+    holding only those suffices; any other row is never committed there, so never read). A
+    partial-sum tensor moved to or from the global memory is held whole everywhere."""
+    spans: dict[tuple[int, str], tuple[int, int]] = {}
+    whole: set[str] = set()
+    for index, stream in enumerate(program.tiles):
+        for ins in stream:
+            op = ins["op"]
+            if op in ("mvm", "writeback"):
+                tensor = accumulator(ins["layer"])
+            elif op in ("send", "recv"):
+                tensor = ins["tensor"]
+            else:
+                if str(ins.get("tensor", "")).startswith("acc:"):
+                    whole.add(ins["tensor"])
+                continue
+            if not tensor.startswith("acc:"):
+                continue
+            a, b = ins["rows"]
+            lo, hi = spans.get((index, tensor), (a, b))
+            spans[(index, tensor)] = (min(lo, a), max(hi, b))
+    return {k: v for k, v in spans.items() if k[1] not in whole}
 
 
 def _window_slice(attrs: dict, height: int, rows: tuple[int, int], span: tuple[int, int]) -> dict:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 
 import cimc
 from cimc.errors import CimcError, InputError
 from cimc.runtime import interpreter
+from cimc.runtime.interpreter import ReadBeforeWrite
 
-from conftest import uniform
+import models
+from conftest import compile_model, uniform
 from models import normalized_error, ort_batch, top1
 
 MAX_ERROR = 3e-2          # normalized error at 8-bit weights and activations
@@ -155,6 +160,137 @@ def test_integer_and_float64_inputs_are_accepted(compiled):
     a = cimc.run(c.program, {"x": x.astype(np.float64)}).outputs["prob"]
     b = cimc.run(c.program, {"x": x.astype(np.int32)}).outputs["prob"]
     np.testing.assert_array_equal(a, b)
+
+
+# -- programs spread over many tiles -----------------------------------------------------------
+
+SPREAD = ("residual_net", "conv_chain_net")
+
+
+@pytest.fixture(scope="module")
+def spread(narrow):
+    """clsa programs on the narrow preset: copies and layers over 15-16 tiles, activation rows sent
+    between them and (conv_chain_net) partial sums reduced on the layers' home tiles."""
+    return {b: compile_model(getattr(models, b)(), narrow, scheduler="clsa") for b in SPREAD}
+
+
+def _inputs(program, count: int, seed: int) -> dict[str, np.ndarray]:
+    return {k: np.random.default_rng(seed).random((count,) + tuple(v)).astype(np.float32)
+            for k, v in program.inputs.items()}
+
+
+def _delayed(program, pick) -> tuple[object, int, dict]:
+    """The program with the last message ``pick`` accepts landing after everything else: (program,
+    receiving tile, that recv instruction)."""
+    tiles = copy.deepcopy(program.tiles)
+    end = max(max(ins["t"], ins.get("done", 0)) for stream in tiles for ins in stream)
+    k, ins = max(((k, ins) for k, stream in enumerate(tiles) for ins in stream if ins["op"] == "recv" and pick(ins)),
+                 key=lambda c: c[1]["t"])
+    ins["t"] = end + 1
+    return dataclasses.replace(program, tiles=tiles), k, ins
+
+
+@pytest.mark.parametrize("builder", SPREAD)
+def test_spread_program_computes_what_one_tile_computes(compiled, spread, builder):
+    """The same model layer by layer on one or two tiles and spread over many: the same outputs,
+    bit for bit (exact sums, whatever tile computes or holds what)."""
+    few, many = compiled(builder).program, spread[builder]
+    assert sum(1 for s in few.tiles if s) <= 2 and sum(1 for s in many.tiles if s) >= 15
+    recvs = [ins for s in many.tiles for ins in s if ins["op"] == "recv"]
+    assert sum(1 for ins in recvs if not ins["reduce"]) >= 40
+    assert builder != "conv_chain_net" or sum(1 for ins in recvs if ins["reduce"]) >= 10
+    xs = _inputs(many, 9, seed=21)
+    a, b = cimc.run(few, xs).outputs, cimc.run(many, xs).outputs
+    assert set(a) == set(b) == set(many.outputs)
+    for name in a:
+        np.testing.assert_array_equal(b[name], a[name])
+
+
+def test_spread_program_holds_each_activation_once(spread):
+    """Tiles holding rows of an activation share one array of its values (each with its own commit
+    counts); a convolution's partial sums stay per tile, each holding the rows its instructions name."""
+    p = spread["conv_chain_net"]
+    m = interpreter.Machine(p, _inputs(p, 3, seed=2))
+    m.execute()
+    holders: dict[str, list] = {}
+    for tile in [*m.tiles, m.memory]:
+        for name, buf in tile.buffers.items():
+            holders.setdefault(name, []).append(buf)
+    acts = {n: bufs for n, bufs in holders.items() if not n.startswith("acc:")}
+    assert max(len(bufs) for bufs in acts.values()) >= 4
+    for name, bufs in acts.items():
+        assert len({id(b.data) for b in bufs}) == 1, name
+        assert len({id(b.count) for b in bufs}) == len(bufs), name
+    convs = [n for n in holders if n.startswith("acc:") and p.node(n[4:])["op"] == "Conv"]
+    assert convs
+    for name in convs:
+        height = p.tensors[p.node(name[4:])["outputs"][0]][2]
+        bufs = holders[name]
+        assert len({id(b.data) for b in bufs}) == len(bufs) >= 2, name
+        assert sum(b.data.shape[1] for b in bufs) < len(bufs) * height, name
+
+
+def test_rows_only_other_tiles_hold_are_read_before_write(spread):
+    """Sharing the values does not share what a tile may read: with one message of activation rows
+    landing after the end, its tile reads those rows (whose values other tiles hold by then) before
+    they are there, and the run stops there."""
+    p = spread["residual_net"]
+    xs = _inputs(p, 3, seed=4)
+    cimc.run(p, xs, workers=1)
+    per_tensor = lambda ins: sum(1 for s in p.tiles for i in s if i["op"] == "recv"    # noqa: E731
+                                 and i["tensor"] == ins["tensor"] and i.get("src") is not None) > 1
+    q, k, ins = _delayed(p, lambda ins: not ins["reduce"] and per_tensor(ins))
+    tensor, (a, b) = ins["tensor"], ins["rows"]
+    assert len(p.tensors[tensor]) == 4
+    m = interpreter.Machine(q, xs)
+    with pytest.raises(ReadBeforeWrite, match=f"tile {k} reads rows [0-9.]+ of {tensor} before"):
+        m.execute()
+    assert m.storage[tensor].fixed[a:b].all()              # the values are on the chip, elsewhere
+    assert not m.tiles[k].buffers[tensor].count[a:b].any()
+    with pytest.raises(ReadBeforeWrite, match=f"tile {k} reads rows"):
+        cimc.run(q, xs, workers=2)
+
+
+def test_partial_sums_stay_on_their_tile(spread):
+    """A home tile whose partial sums from another tile land too late cannot write the layer back,
+    though that tile has computed them."""
+    p = spread["conv_chain_net"]
+    xs = _inputs(p, 2, seed=5)
+    q, k, ins = _delayed(p, lambda ins: ins["reduce"])
+    with pytest.raises(ReadBeforeWrite, match=f"tile {k} reads rows [0-9.]+ of {ins['tensor']} before"):
+        cimc.run(q, xs, workers=1)
+
+
+def test_a_tile_writing_other_values_gets_its_own(compiled):
+    """Tiles share an activation's values while they write the same ones; a tile writing other values
+    into rows already written (no compiled program does) gets its own copy: every tile reads what was
+    written into its buffer, and none reads rows it never got."""
+    c = compiled("conv_net")
+    p = c.program
+    tensor = next(t for t, s in p.tensors.items() if len(s) == 4 and s[2] >= 3 and t not in p.inputs)
+    m = interpreter.Machine(p, {"x": uniform(c.model, 2, seed=3)})
+    t0, t1, t2, t3 = m.tiles[:4]
+    v = np.random.default_rng(0).random((2,) + tuple(p.tensors[tensor])).astype(np.float32)
+    w = v + 1
+
+    def rows(tile, a, b):
+        return m._read(tile, tensor, (a, b))[:, :, :, a:b]
+
+    m._put(t0, tensor, (1, 2), v[:, :, :, 1:2])
+    m._put(t1, tensor, (1, 2), v[:, :, :, 1:2])
+    assert t1.buffers[tensor].data is t0.buffers[tensor].data
+    m._put(t2, tensor, (1, 2), w[:, :, :, 1:2])
+    assert t2.buffers[tensor].data is not t0.buffers[tensor].data
+    m._put(t3, tensor, (1, 3), v[:, :, :, 1:3])              # row 1 as shared, row 2 new
+    assert t3.buffers[tensor].data is t0.buffers[tensor].data
+    for tile in (t0, t1, t2):
+        with pytest.raises(ReadBeforeWrite, match=f"tile {tile.index} reads rows 1..2 of {tensor}"):
+            m._read(tile, tensor, (1, 3))
+    m._put(t0, tensor, (2, 3), w[:, :, :, 2:3])              # t3 holds v there
+    for tile, want, (a, b) in [(t0, np.concatenate([v[:, :, :, 1:2], w[:, :, :, 2:3]], axis=3), (1, 3)),
+                               (t1, v[:, :, :, 1:2], (1, 2)), (t2, w[:, :, :, 1:2], (1, 2)),
+                               (t3, v[:, :, :, 1:3], (1, 3))]:
+        np.testing.assert_array_equal(rows(tile, a, b), want)
 
 
 # -- statistics ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cimc.passes.schedule.model import Load, Schedule, task_tiles
+from cimc.passes.schedule.model import Load, Schedule, serving_load, task_tiles
 from cimc.passes.schedule.problem import Problem
 
 
@@ -47,12 +47,6 @@ class BufferPeak:
     bytes: int          # the largest occupancy of any tile's buffer at any cycle
     tile: int           # the tile where it occurs (the lowest such tile)
     cycle: int          # the first cycle at which it occurs there
-
-
-def serving_load(loads: list[Load], start: int, latency: int) -> Load | None:
-    """The load a reader starting at ``start`` reads: the last of them to arrive by then."""
-    arrived = [x for x in loads if x.start + x.duration + latency <= start]
-    return max(arrived, key=lambda x: (x.start + x.duration, x.start), default=None)
 
 
 def holds(problem: Problem, schedule: Schedule) -> list[Hold]:

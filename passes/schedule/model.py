@@ -67,6 +67,13 @@ class Load:
     duration: int
 
 
+def serving_load(loads: list[Load], start: int, latency: int) -> Load | None:
+    """The load of some rows that a reader starting at ``start`` reads: the last of them to
+    arrive by then (None: none has). The list schedulers and the buffer count share this rule."""
+    arrived = [x for x in loads if x.start + x.duration + latency <= start]
+    return max(arrived, key=lambda x: (x.start + x.duration, x.start), default=None)
+
+
 @dataclass
 class Schedule:
     """Start of every set, and when each set's output rows enter the network on chip.

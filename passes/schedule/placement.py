@@ -20,7 +20,7 @@ import bisect
 
 from collections.abc import Sequence
 
-from cimc.passes.schedule.model import Load, Schedule, Store, Task, Write, task_tiles
+from cimc.passes.schedule.model import Load, Schedule, Store, Task, Write, serving_load, task_tiles
 from cimc.passes.schedule.problem import Problem
 
 MEMORY = "memory"
@@ -176,12 +176,9 @@ class Placer:
                 self._line(MEMORY).release(load.start, load.duration)
         return start
 
-    def _arrival(self, load: Load) -> int:
-        return load.start + load.duration + self.problem.cost.target.memory.latency_cycles
-
     def _serving(self, key: tuple[int, int], start: int) -> tuple[int, int, int]:
-        """The load that serves a reader starting at ``start``: the last one there by then."""
-        load = max((x for x in self.loads[key] if self._arrival(x) <= start), key=self._arrival)
+        """The load that serves a reader starting at ``start``."""
+        load = serving_load(self.loads[key], start, self.problem.cost.target.memory.latency_cycles)
         return (*key, load.start)
 
     def _load(self, key: tuple[int, int], start: int, tried: list[Load]) -> int:
@@ -192,11 +189,11 @@ class Placer:
         producer, tile = key
         latency = self.problem.cost.target.memory.latency_cycles
         cycles = self.problem.cost.memory_cycles(self.problem.out_bytes(producer))
-        held = [x for x in self.loads.get(key, ()) if self._arrival(x) <= start]
-        if held:
-            last = max(held, key=self._arrival)
-            if start <= max(self.used[(*key, last.start)], self._arrival(last)) + cycles + latency:
-                return self._arrival(last)
+        last = serving_load(self.loads.get(key, []), start, latency)
+        if last is not None:
+            arrival = last.start + last.duration + latency
+            if start <= max(self.used[(*key, last.start)], arrival) + cycles + latency:
+                return arrival
         store = self.stores[producer]
         line = self._line(MEMORY)
         # not long before the reader: rows loaded early wait in the buffer they were spilled to spare

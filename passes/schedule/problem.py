@@ -64,8 +64,8 @@ class Problem:
         forced = set()
         succ = self.successors()
         for i, opts in enumerate(self.options):
-            places = {tile for o in opts for tile in task_tiles(o, self.mapping)}
             if self.streamed[i]:
+                places = {tile for o in opts for tile in task_tiles(o, self.mapping)}
                 forced.update((p, tile) for p, _ in self.edges[i] for tile in places)
                 forced.update((i, tile) for j, _ in succ[i] for o in self.options[j]
                               for tile in task_tiles(o, self.mapping))

@@ -147,6 +147,12 @@ def _check_network(schedule: Schedule, graph: Graph, mapping: Mapping, target: T
                                   f"it ends at {end}")
         nbytes = _rows_bytes(graph, task, target)
         cycles = math.ceil(nbytes / width)
+
+        def network(tile: int) -> int:
+            """When the rows are on ``tile`` without a load: at the end on their own tile, else
+            after their send, their time on the link and the hops."""
+            return end if tile == task.tile else sent + cycles + target.hops(task.tile, tile) * hop
+
         if any(tile != task.tile and (p, tile) not in loads for tiles in consumers.values() for tile in tiles):
             links.setdefault(task.tile, []).append((sent, sent + cycles, f"the rows of task {p}"))
         until: dict[tuple[int, int], int] = {}          # (tile, load start or -1) -> last reader's end
@@ -166,8 +172,7 @@ def _check_network(schedule: Schedule, graph: Graph, mapping: Mapping, target: T
                                           f"task {p} on tile {tile} from its buffer, but they are streamed (too "
                                           f"large for it) and must come from the global memory")
                 else:
-                    arrival = max(arrival, end if tile == task.tile else
-                                  sent + cycles + target.hops(task.tile, tile) * hop)
+                    arrival = max(arrival, network(tile))
                 if not streamed[p] and not streamed[c]:
                     until[(tile, load)] = max(until.get((tile, load), 0), schedule.end(c))
             if schedule.start[c] < arrival:
@@ -175,11 +180,7 @@ def _check_network(schedule: Schedule, graph: Graph, mapping: Mapping, target: T
                                       f"{schedule.start[c]} before the rows of task {p} ({task.node} set "
                                       f"{task.index}) arrive at {arrival}")
         for (tile, load), last in until.items():
-            if load >= 0:
-                arrive = load
-            else:
-                arrive = end if tile == task.tile else sent + cycles + target.hops(task.tile, tile) * hop
-            held.setdefault(tile, []).append((arrive, last, nbytes))
+            held.setdefault(tile, []).append((load if load >= 0 else network(tile), last, nbytes))
     _check_buffers(held, target)
     for t in tasks:
         if t.kind != "mvm":

@@ -125,12 +125,24 @@ class Placer:
                 stored.append((p, latency))
             else:
                 ready = max(ready, sends[p] + latency)
-        best: tuple[int, Task] | None = None
+        chosen, start, finish = None, 0, 0
+        idle: set[tuple] = set()
         for option in options:
+            # copies idle from ``ready`` on, on the same tiles, start alike: only the first is tried
+            # (a layer with a copy per set has hundreds of options)
+            line = self._line(resource_key(option))
+            if not line.ends or line.ends[-1] <= ready:
+                tiles = task_tiles(option, self.problem.mapping) if stored else option.tile    # where loads go
+                alike = (tiles, option.reductions, option.compute, option.duration)
+                if alike in idle:
+                    continue
+                idle.add(alike)
+            elif chosen is not None and line.earliest(ready, option.compute) + option.duration >= finish:
+                continue            # its copy alone keeps it from finishing first
             s = self._start(task_id, option, ready, stored, sends, book=False)
-            if best is None or s + option.duration < best[0] + best[1].duration:
-                best = (s, option)
-        start, option = best
+            if chosen is None or s + option.duration < finish:
+                chosen, start, finish = option, s, s + option.duration
+        option = chosen
         self._start(task_id, option, ready, stored, sends, book=True)
         self.reserve(option, start)
         end = start + option.duration

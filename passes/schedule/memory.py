@@ -17,14 +17,16 @@ be read cannot wait elsewhere: where those alone overflow a tile (a cross-layer 
 running several layers at once on it, many copies on one tile), or where the target has no
 global memory, the rows that overflowed it are held back instead, until other rows there
 have left: the set producing them starts later (flow control), or for loaded rows their
-reader. Spills and delays only grow; a tile that still overflows after :data:`MAX_ROUNDS`
+reader. The sweep goes on as if they came then, with that set's other rows on the tile, so
+every overflow of a tile is answered in the same round. Spills and delays only grow; a tile that still overflows after :data:`MAX_ROUNDS`
 rounds, or with nothing left to delay, is refused with the figures.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cimc.errors import CapacityError
 from cimc.passes.schedule.buffers import Hold, holds
@@ -44,15 +46,14 @@ Builder = Callable[[Spills, dict[int, int]], Schedule]
 
 @dataclass(frozen=True)
 class Overflow:
-    """A tile over its buffer that spilling cannot help: the rows whose arrival overflowed it,
-    and the first cycle after which enough other rows held there have left for them to fit
-    (None: never)."""
+    """A tile over its buffer that spilling cannot help: the rows ``hold`` whose arrival at
+    ``cycle`` overflowed it (``bytes`` held then), and when they fit once held back (None:
+    never) until enough of the other rows there have left, or on a stubborn tile all of them."""
     tile: int
     cycle: int
     bytes: float
     hold: Hold
-    free: int | None
-    empty: int | None       # when every other row held there at that moment has left
+    until: int | None
 
 
 def fit(problem: Problem, build: Builder, spilled: Spills = frozenset()) -> Schedule:
@@ -65,15 +66,14 @@ def fit(problem: Problem, build: Builder, spilled: Spills = frozenset()) -> Sche
     stubborn: dict[int, int] = {}               # tile -> rounds in a row it overflowed anyway
     for _ in range(MAX_ROUNDS):
         schedule = build(spilled, not_before)
-        more, stuck = _overflows(problem, schedule, spilled)
+        more, stuck = _overflows(problem, schedule, spilled, {t for t, n in stubborn.items() if n > PATIENCE})
         if more:
             spilled = spilled | more
             continue
         if not stuck:
             return schedule
-        tiles = {o.tile for o in stuck}
-        stubborn = {t: stubborn.get(t, 0) + 1 for t in tiles}
-        if not _delay(schedule, stuck, not_before, {t for t, n in stubborn.items() if n > PATIENCE}):
+        stubborn = {t: stubborn.get(t, 0) + 1 for t in {o.tile for o in stuck}}
+        if not _delay(schedule, stuck, not_before):
             first = stuck[0]
             raise CapacityError(f"the {schedule.scheduler} schedule needs {first.bytes / 1024:.1f} KiB of activation "
                                 f"buffer on tile {first.tile} at cycle {first.cycle}, more than the "
@@ -87,30 +87,37 @@ def fit(problem: Problem, build: Builder, spilled: Spills = frozenset()) -> Sche
                         f"kib_per_tile")
 
 
-def _delay(schedule: Schedule, stuck: list[Overflow], not_before: dict[int, int], stubborn: set[int]) -> bool:
-    """Hold back the rows of the first overflow on each tile until enough others have left (on
-    a ``stubborn`` tile, where that has not been enough for a few rounds, until all have): rows
-    from the network by delaying the set that produces them (as flow control does), loaded rows
-    by delaying their first reader (the load follows it). False when nothing could be delayed."""
-    moved, seen = False, set()
+def _victim(hold: Hold) -> int:
+    """The set whose delay holds rows back: rows from the network come later when their producer
+    starts later (as flow control does); loaded rows, when their first reader does (the load
+    follows it)."""
+    return hold.readers[0] if hold.loaded else hold.producer
+
+
+def _delay(schedule: Schedule, stuck: list[Overflow], not_before: dict[int, int]) -> bool:
+    """Hold back the rows of every overflow as long as the sweep held them, by delaying their
+    victim. False when nothing could be delayed."""
+    moved = False
     for o in stuck:
-        if o.tile in seen:          # later overflows on a tile may follow from the first: one at a time
+        if o.until is None:
             continue
-        seen.add(o.tile)
-        until = o.empty if o.tile in stubborn else o.free
-        if until is None:
-            continue
-        victim = o.hold.readers[0] if o.hold.loaded else o.hold.producer
-        at = schedule.start[victim] + until - o.cycle          # the rows then come when others have left
+        victim = _victim(o.hold)
+        at = schedule.start[victim] + o.until - o.hold.start
         if at > not_before.get(victim, 0):
             not_before[victim] = at
             moved = True
     return moved
 
 
-def _overflows(problem: Problem, schedule: Schedule, spilled: Spills) -> tuple[set[tuple[int, int]], list[Overflow]]:
+def _overflows(problem: Problem, schedule: Schedule, spilled: Spills,
+               stubborn: set[int]) -> tuple[set[tuple[int, int]], list[Overflow]]:
     """Rows to spill so that no tile overflows where this schedule does, and the overflows that
-    spilling cannot remove."""
+    spilling cannot remove.
+
+    Each tile's occupancy is swept in time. Where rows overflow it that spilling others cannot
+    make room for, the sweep admits them later, once enough of the other rows have left (on a
+    ``stubborn`` tile, all of them), and goes on as if they came then: every overflow of a tile is
+    answered in one round, not only its first."""
     capacity = problem.cost.target.buffer.kib_per_tile * 1024
     memory = problem.cost.target.memory
     per_tile: dict[int, list[Hold]] = {}
@@ -119,14 +126,23 @@ def _overflows(problem: Problem, schedule: Schedule, spilled: Spills) -> tuple[s
     more: set[tuple[int, int]] = set()
     stuck: list[Overflow] = []
     for tile, mine in sorted(per_tile.items()):
-        events = sorted([(h.start, 1, k) for k, h in enumerate(mine)] + [(h.end, 0, k) for k, h in enumerate(mine)])
+        original = list(mine)                   # each hold as the schedule has it (held back ones are added)
+        by_victim: dict[int, list[int]] = {}
+        for k, h in enumerate(mine):
+            by_victim.setdefault(_victim(h), []).append(k)
+        gone: set[int] = set()                  # holds moved later, with their victim
+        events = [(h.start, 1, k) for k, h in enumerate(mine)] + [(h.end, 0, k) for k, h in enumerate(mine)]
+        heapq.heapify(events)
         level, active = 0.0, set()
-        for cycle, acquire, k in events:
+        while events:
+            cycle, acquire, k = heapq.heappop(events)
             h = mine[k]
             if not acquire:
                 if k in active:
                     level -= h.bytes
                     active.discard(k)
+                continue
+            if k in gone:
                 continue
             level += h.bytes
             active.add(k)
@@ -148,14 +164,38 @@ def _overflows(problem: Problem, schedule: Schedule, spilled: Spills) -> tuple[s
                 more.add((mine[j].producer, tile))
                 level -= mine[j].bytes
                 active.discard(j)
-            if level > capacity:
-                # when enough of the other rows held here have left for these to fit
-                free, left = None, 0.0
-                for end, size in sorted((mine[j].end, mine[j].bytes) for j in active if j != k):
+            if level <= capacity:
+                continue
+            # hold these rows back until enough of the others have left (or all, on a stubborn tile)
+            ends = sorted((mine[j].end, mine[j].bytes) for j in active if j != k)
+            if tile in stubborn:
+                until = ends[-1][0] if ends else None
+            else:
+                until, left = None, 0.0
+                for end, size in ends:
                     left += size
                     if level - left <= capacity:
-                        free = end
+                        until = end
                         break
-                others = max((mine[j].end for j in active if j != k), default=None)
-                stuck.append(Overflow(tile, cycle, level, h, free, others))
+            stuck.append(Overflow(tile, cycle, level, original[k], until))
+            if until is None:
+                continue
+            # the victim's other rows here, arrived or to come, move with it
+            victim, shift = _victim(h), until - cycle
+            for j in [j for j in by_victim[victim] if j not in gone and (j in active or mine[j].start >= cycle)]:
+                if j in active:
+                    level -= mine[j].bytes
+                    active.discard(j)
+                gone.add(j)
+                mine.append(_held_back(mine[j], mine[j].start + shift))
+                original.append(original[j])
+                by_victim[victim].append(len(mine) - 1)
+                heapq.heappush(events, (mine[-1].start, 1, len(mine) - 1))
+                heapq.heappush(events, (mine[-1].end, 0, len(mine) - 1))
     return more, stuck
+
+
+def _held_back(hold: Hold, until: int) -> Hold:
+    """The rows as if they came at ``until``, their readers as much later."""
+    shift = until - hold.start
+    return replace(hold, start=until, end=hold.end + shift, uses=tuple((a + shift, b + shift) for a, b in hold.uses))

@@ -3,6 +3,7 @@ cpsat schedulers, the lower bounds, and programs that execute those schedules.""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import warnings
@@ -23,6 +24,7 @@ from cimc.passes.schedule.clsa import schedule_clsa
 from cimc.passes.schedule.cost import CostModel
 from cimc.passes.schedule.duplication import greedy_copies
 from cimc.passes.schedule.layer import schedule_layer_by_layer
+from cimc.passes.schedule.placement import Placer
 from cimc.passes.schedule.problem import build_problem, lower_bounds
 from cimc.passes.schedule.sets import node_sets, row_granular
 from cimc.passes.schedule.validator import ScheduleInvalid, validate
@@ -320,6 +322,31 @@ def test_validator_catches_two_sets_on_one_copy(duplicated, small):
     start[b] = start[a]
     with pytest.raises(ScheduleInvalid):
         validate(dataclasses.replace(schedule, tasks=tasks, start=start), g, mapping, small)
+
+
+@pytest.mark.parametrize("spread", [False, True])
+@pytest.mark.parametrize("spill", [False, True])
+def test_each_set_goes_to_the_copy_on_which_it_finishes_first(small, spill, spread):
+    """The placer skips copies it can tell will lose (idle ones alike, busy ones whose own
+    timeline is too late); what it picks is what trying every copy on its own picks, with rows
+    from the network or loaded from the global memory. Sets are placed with no row order, so
+    that copies are busy when the next set comes."""
+    g = _graph(models.conv_chain_net(), small)
+    mapping = map_layers(g, small, copies={"conv0": 3, "conv1": 2, "conv2": 4}, spread=spread)
+    p = build_problem(g, mapping, CostModel(small, g, mapping))
+    spilled = frozenset((i, tile) for i in range(p.size) for tile in range(mapping.tiles_used)) if spill else None
+    placer, sends, choices = Placer(p, spilled or frozenset()), [0] * p.size, 0
+    for k, options in enumerate(p.options):
+        finishes = []
+        for option in options:
+            alone = copy.deepcopy(placer, {id(p): p})
+            start, _, _ = alone.place(k, [option], 0, sends)
+            finishes.append(start + option.duration)
+        start, option, sends[k] = placer.place(k, options, 0, sends)
+        assert start + option.duration == min(finishes)
+        assert option is options[finishes.index(min(finishes))]
+        choices += len(set(finishes)) > 1
+    assert choices > 5, "some sets must finish at different times on different copies"
 
 
 def test_validator_refuses_rows_of_an_operator_without_row_structure(small):

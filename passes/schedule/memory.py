@@ -18,8 +18,9 @@ running several layers at once on it, many copies on one tile), or where the tar
 global memory, the rows that overflowed it are held back instead, until other rows there
 have left: the set producing them starts later (flow control), or for loaded rows their
 reader. The sweep goes on as if they came then, with that set's other rows on the tile, so
-every overflow of a tile is answered in the same round. Spills and delays only grow; a tile that still overflows after :data:`MAX_ROUNDS`
-rounds, or with nothing left to delay, is refused with the figures.
+every overflow of a tile is answered in the same round. Spills and delays only grow; a tile
+that still overflows after :data:`MAX_ROUNDS` rounds, or with nothing left to delay, is
+refused with the figures.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from cimc.passes.schedule.problem import Problem
 #: Rounds of spilling or delaying and rescheduling before giving up (each adds a spill or a delay).
 MAX_ROUNDS = 200
 #: Rounds a tile may stay over its buffer, its rows held back until just enough others have left,
-#: before they are held back until all have (on rows read by many copies of a layer at once, each
-#: round moves one reader and the next takes its place).
+#: before they are held back until all have (on rows read by many copies of a layer at once, the
+#: readers held back can take each other's place round after round).
 PATIENCE = 3
 
 Spills = frozenset[tuple[int, int]]

@@ -334,7 +334,7 @@ def test_each_set_goes_to_the_copy_on_which_it_finishes_first(small, spill, spre
     g = _graph(models.conv_chain_net(), small)
     mapping = map_layers(g, small, copies={"conv0": 3, "conv1": 2, "conv2": 4}, spread=spread)
     p = build_problem(g, mapping, CostModel(small, g, mapping))
-    spilled = frozenset((i, tile) for i in range(p.size) for tile in range(mapping.tiles_used)) if spill else frozenset()
+    spilled = frozenset((i, t) for i in range(p.size) for t in range(mapping.tiles_used)) if spill else frozenset()
     placer, sends, choices = Placer(p, spilled), [0] * p.size, 0
     for k, options in enumerate(p.options):
         finishes = []

@@ -38,10 +38,10 @@ class OperatorSpan:
     busy: float          # busy cycles of its hardware / (its span x copies)
 
 
-
 def cycles(makespan: int | None) -> str:
     """A comparison's makespan; None: that scheduler could not fit the tile buffers."""
     return "does not fit the buffers" if makespan is None else f"{makespan} cycles"
+
 
 def operator_spans(program: Program) -> list[OperatorSpan]:
     sched = program.schedule

@@ -27,6 +27,7 @@ from cimc.passes import adc_energy, sws as sws_pass
 from cimc.passes.fuse import fold_batch_norm, fold_channel_affine
 from cimc.passes.mapping import CrossbarSlot, Mapping, block_matrix, map_layers
 from cimc.passes.quantize import quantize
+from cimc.passes.split import split_oversized
 from cimc.passes.schedule.buffers import buffer_peak
 from cimc.passes.schedule.clsa import schedule_clsa
 from cimc.passes.schedule.cost import CostModel
@@ -117,6 +118,10 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
     calib = _calibration_arrays(graph, calibration)
     with timer("quantize"):
         quantize(graph, target, calib)
+    split = {}
+    if allow_reprogramming:
+        with timer("split"):
+            split = split_oversized(graph, target)
     plans = None
     if scheme is not None:
         with timer("sws"):
@@ -142,6 +147,7 @@ def compile(model: "str | Path | onnx.ModelProto", target: "str | Path | Target"
                     "input_shapes": {k: list(v) for k, v in parse_input_shapes(input_shapes).items()}},
     }
     report = _report(graph, target, mapping, schedule, cost, folded, manifest)
+    report["split_layers"] = split
     report.update(_schedule_report(problem, schedule, solver, target))
     with timer("adc_accounting"):
         # Each column's ADC setting, computed once: programmed into the .cimp and costed in the report.

@@ -13,7 +13,9 @@ Crossbars are placed tile by tile in layer order; a layer that fits in one tile
 is kept in one tile, so its partial sums need no network. A model larger than
 the chip is refused unless reprogramming is allowed: then the layers are cut,
 in topological order, into *segments* that each fit the chip and are programmed
-one after another, every segment reusing the crossbars from the first.
+one after another, every segment reusing the crossbars from the first. A layer
+larger than the whole chip fits no segment: the compile first cuts it by output
+channels into parts that do (:mod:`cimc.passes.split`).
 
 **Rows and outputs of a block.** ``rows`` and ``cols`` are spans of *positions* in
 the order in which the layer group's matrix rows and outputs are laid out. In the
@@ -222,9 +224,11 @@ def map_layers(graph: Graph, target: Target, allow_reprogramming: bool = False,
     where = f"target {target.name} has {total} ({target.chip.tiles} tiles x {target.chip.pes_per_tile})"
     worst = max(order, key=lambda name: sizes[name], default=None)
     if worst is not None and sizes[worst] > total:
-        raise CapacityError(f"layer {worst} alone needs {sizes[worst]} crossbars and {where}; no "
-                            f"segmentation can run it. Choose a larger target or a target file with "
-                            f"more tiles")
+        remedy = ("it cannot be cut into parts that fit (grouped, or larger than the chip one column of "
+                  "crossbars wide). Choose a larger target or a target file with more tiles"
+                  if allow_reprogramming else "pass --allow-reprogramming to cut it by output channels into "
+                  "parts that run in segments, or choose a larger target")
+        raise CapacityError(f"layer {worst} alone needs {sizes[worst]} crossbars and {where}; {remedy}")
     if needed > total and not allow_reprogramming:
         raise CapacityError(
             f"the model needs {needed} crossbars and {where}; the largest layer, {worst}, needs "

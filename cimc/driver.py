@@ -27,7 +27,6 @@ from cimc.passes import adc_energy, sws as sws_pass
 from cimc.passes.fuse import fold_batch_norm, fold_channel_affine
 from cimc.passes.mapping import CrossbarSlot, Mapping, block_matrix, map_layers
 from cimc.passes.quantize import quantize
-from cimc.passes.split import split_oversized
 from cimc.passes.schedule.buffers import buffer_peak
 from cimc.passes.schedule.clsa import schedule_clsa
 from cimc.passes.schedule.cost import CostModel
@@ -38,6 +37,7 @@ from cimc.passes.schedule.memory import fit
 from cimc.passes.schedule.model import Schedule
 from cimc.passes.schedule.problem import Problem, build_problem, check_buffers, lower_bounds
 from cimc.passes.schedule.validator import validate
+from cimc.passes.split import split_oversized
 from cimc.program import FORMAT, FORMAT_VERSION, Program
 from cimc.targets import Target, load_target
 from cimc.targets.codegen import generate

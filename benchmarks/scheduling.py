@@ -10,8 +10,9 @@ as soon as possible) and ``cpsat`` (local search over copy counts, then CP-SAT h
 ``--solver-work`` per model below), calibrated on one sample, with ``--allow-reprogramming`` (the
 models larger than the chip run in segments and cannot be duplicated; AlexNet, ZFNet and VGG-19
 have a fully connected layer larger than the whole chip, cut into parts by output channels).
-Each model runs in a child process, whose peak resident memory is reported. The ``cpsat`` compile's wall time is the
-whole compile (frontend, quantization and all passes), as a user waits for it.
+Each model runs in a child process, whose peak resident memory is reported. The ``cpsat``
+compile's wall time is the whole compile (frontend, quantization and all passes), as a user
+waits for it.
 
 Figures to reach: light_resnet50 with cpsat in at most 60 s of wall time and a gap of at most
 15 %; light_densenet121 in at most 120 s with a gap of at most 25 %; memory under 4 GiB; a best
@@ -63,7 +64,7 @@ def measure(key: str) -> dict:
     name, x = ct.one_sample(spec, corpus)
     path = mv.model_path(spec, corpus)
     shapes = list(spec.input_shapes) if spec.input_shapes else None
-    out: dict = {"key": key, "target": TARGET}
+    out: dict = {"key": key}
     for scheduler in SCHEDULERS:
         began = time.perf_counter()
         with warnings.catch_warnings():

@@ -32,13 +32,12 @@ def split_oversized(graph: Graph, target: Target) -> dict[str, list[str]]:
     """Cut every quantized crossbar layer that needs more crossbars than ``target`` has into parts
     that each fit it; return ``{layer: [its parts]}``. A layer that cannot be cut (grouped, or
     larger than the chip even one column block wide) is left for the mapping to refuse."""
-    total = target.total_crossbars
+    total, per = target.total_crossbars, target.outputs_per_crossbar
     split = {}
     for node in graph.crossbar_nodes():
         if node.attrs.get("group", 1) != 1 or len(blocks(node, target)) <= total:
             continue
         k, n = node.attrs["quant"].w_int.shape
-        per = target.outputs_per_crossbar
         row_blocks, column_blocks = math.ceil(k / target.crossbar.rows), math.ceil(n / per)
         if row_blocks > total:
             continue
@@ -53,17 +52,17 @@ def _cut(graph: Graph, node: Node, spans: list[tuple[int, int]]) -> list[str]:
     out = graph.tensors[node.outputs[0]]
     axis = 1 if node.op == "Conv" else len(out.shape) - 1
     weight, bias = node.inputs[1], node.inputs[2] if len(node.inputs) > 2 else None
+    w, b = graph.constant(weight), None if bias is None else graph.constant(bias)
     graph.remove_node(node.name)
     names, outputs = [], []
     for j, (c0, c1) in enumerate(spans):
         name = f"{node.name}/part{j}"
         shape = out.shape[:axis] + (c1 - c0,) + out.shape[axis + 1:]
         outputs.append(graph.add_tensor(dataclasses.replace(out, name=f"{out.name}/part{j}", shape=shape)).name)
-        w = graph.constant(weight)
         inputs = [node.inputs[0], graph.add_constant(f"{weight}/part{j}",
                                                      w[c0:c1] if node.op == "Conv" else w[:, c0:c1]).name]
         if bias is not None:
-            inputs.append(graph.add_constant(f"{bias}/part{j}", graph.constant(bias)[c0:c1]).name)
+            inputs.append(graph.add_constant(f"{bias}/part{j}", b[c0:c1]).name)
         attrs = {k: v for k, v in node.attrs.items() if k not in ("quant", "given_quant")}
         attrs["quant"] = _channels(node.attrs["quant"], c0, c1)
         graph.add_node(Node(name, node.op, inputs, [outputs[-1]], attrs))

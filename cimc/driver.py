@@ -188,17 +188,17 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
     def duplicated(copies: dict[str, int], spread: bool = False) -> Problem:
         if all(c == 1 for c in copies.values()) and not spread:
             return problem
-        mapping = map_layers(graph, target, False, blocks, copies, spread)
+        mapping = map_layers(graph, target, single.segments > 1, blocks, copies, spread)
         return build_problem(graph, mapping, CostModel(target, graph, mapping), rows_per_set)
 
     copies = greedy_copies(problem, per_tile)
     final = duplicated(copies)
     hint = _clsa(final)
-    if scheduler == "cpsat" and problem.mapping.segments == 1:
+    if scheduler == "cpsat":
         # copy counts compared on the surrogate; the winner is kept only if it really is better
         evaluations = max(2, round(solver_work * max(EVALUATIONS_PER_UNIT, SETS_PER_UNIT / problem.size)))
-        searched, _ = improve_copies(copies, layer_work(problem), problem.layer_sets(), single.copy_sizes(), per_tile,
-                                     single.crossbars_available,
+        searched, _ = improve_copies(copies, layer_work(problem), problem.layer_sets(), single.copy_sizes(),
+                                     single.segment_layers(), per_tile, single.crossbars_available,
                                      lambda c: schedule_clsa(surrogate(problem, c, per_tile)).makespan, evaluations)
         if searched != copies:
             trial = duplicated(searched)

@@ -133,6 +133,14 @@ class Mapping:
     def segments(self) -> int:
         return 1 + max((m.segment for m in self.layers.values()), default=0)
 
+    def segment_layers(self) -> list[list[str]]:
+        """Each segment's layers in layer order (one list when the model fits the chip): what
+        shares the chip's crossbars, copies included."""
+        out: list[list[str]] = [[] for _ in range(self.segments)]
+        for name, lm in self.layers.items():
+            out[lm.segment].append(name)
+        return out
+
     def copy_sizes(self) -> dict[str, int]:
         """Crossbars one copy of each layer occupies, in layer order."""
         return {name: len(lm.copy(0).xbars) for name, lm in self.layers.items()}
@@ -209,7 +217,8 @@ def map_layers(graph: Graph, target: Target, allow_reprogramming: bool = False,
                spread: bool = False) -> Mapping:
     """Place every layer's blocks (``plans`` from SWS where given), ``copies[layer]`` times
     (default once; duplicated layers are placed copy after copy, each kept within a tile
-    where it fits one). Duplication is for a model that fits the chip with its copies.
+    where it fits one). Segments are cut as if every layer had one copy (the fewest writes);
+    a segment's copies then take the crossbars its layers leave free.
 
     ``spread`` places each copy that fits a tile on the tile with the most free crossbars (larger
     ones on tiles of their own) instead of packing copies tile after tile
@@ -234,12 +243,15 @@ def map_layers(graph: Graph, target: Target, allow_reprogramming: bool = False,
             f"the model needs {needed} crossbars and {where}; the largest layer, {worst}, needs "
             f"{sizes[worst]}. Choose a larger target, or pass --allow-reprogramming to run it in "
             f"segments that are programmed one after another (extra writes and time are counted)")
-    if any(c > 1 for c in copies.values()) and sum(sizes[n] * copies[n] for n in order) > total:
-        raise CapacityError(f"the layers' copies need {sum(sizes[n] * copies[n] for n in order)} crossbars "
-                            f"and {where}; ask for fewer copies")
+    segments = _segments(order, sizes, total)
+    for segment, names in enumerate(segments):
+        need = sum(sizes[n] * copies[n] for n in names)
+        if need > total and any(copies[n] > 1 for n in names):
+            whose = "the layers' copies" if len(segments) == 1 else f"the layer copies of segment {segment}"
+            raise CapacityError(f"{whose} need {need} crossbars and {where}; ask for fewer copies")
     slots: dict[str, list[CrossbarSlot]] = {}
     next_id = 0
-    for segment, names in enumerate(_segments(order, sizes, total)):
+    for segment, names in enumerate(segments):
         if spread:
             placed = _place(plans, copies, names, target.chip.pes_per_tile, segment, next_id,
                             keep_layers_whole=True, tiles=target.chip.tiles)

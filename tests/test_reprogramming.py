@@ -10,12 +10,18 @@ import pytest
 
 import cimc
 from cimc.errors import CapacityError, ProgramError
+from cimc.passes.mapping import map_layers
+from cimc.passes.schedule.clsa import schedule_clsa
+from cimc.passes.schedule.cost import CostModel
+from cimc.passes.schedule.layer import schedule_layer_by_layer
 from cimc.passes.schedule.model import Write
+from cimc.passes.schedule.problem import build_problem, lower_bounds
 from cimc.passes.schedule.validator import ScheduleInvalid, validate
 from cimc.targets import target_from_dict
 
 import models
 from conftest import compile_model, preset_dict, uniform
+from test_cross_layer import _graph
 
 SIZES = (64, 48, 48, 32)          # matmul0..2 on the small preset's 64x64 crossbars: 6 + 6 + 4
 
@@ -116,6 +122,82 @@ def test_listing_shows_segments(segmented):
     text = render_listing(segmented[1])
     assert "3 segments programmed in turn" in text and "segment 2" in text
     assert "write" in text
+
+
+# -- duplication within segments ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def duplicated_segments():
+    """conv_chain_net (conv0 4 crossbars, conv1 6, conv2 1) on one tile of 8 crossbars: segment 0
+    holds conv0 and four free crossbars, segment 1 conv1, conv2 and one free; and on a chip where
+    it fits."""
+    model = models.conv_chain_net()
+    small = _chip(1, 8)
+    return (model, small, {s: compile_model(model, small, allow_reprogramming=True, scheduler=s)
+                           for s in ("layer", "clsa", "cpsat")},
+            compile_model(model, _chip(2, 8), scheduler="layer"))
+
+
+def test_a_segment_duplicates_into_the_crossbars_it_leaves_free(duplicated_segments):
+    _, small, programs, _ = duplicated_segments
+    assert programs["layer"].mapping().layers["conv0"].copies == 1
+    for scheduler in ("clsa", "cpsat"):
+        program = programs[scheduler]
+        mapping = program.mapping()
+        assert mapping.segments == 2 and mapping.segment_layers() == [["conv0"], ["conv1", "conv2"]]
+        conv0 = mapping.layers["conv0"]
+        assert conv0.copies == 2 and program.report["copies"] == {"conv0": 2, "conv1": 1, "conv2": 2}
+        assert not set(conv0.copy(0).xbars) & set(conv0.copy(1).xbars)
+        for seg in range(2):
+            held = [x.xbar for lm in mapping.layers.values() for x in lm.crossbars if x.segment == seg]
+            assert len(held) == len(set(held)) <= small.total_crossbars
+        # copies are written with their segment, in the time of its longest crossbar write
+        assert [w.duration for w in program.schedule.writes] == \
+            [w.duration for w in programs["layer"].schedule.writes]
+        assert program.report["cells_programmed"] > programs["layer"].report["cells_programmed"]
+        assert program.report["makespan_cycles"] < program.report["comparison"]["layer_one_copy"]
+
+
+def test_duplicated_segments_compute_what_the_whole_model_computes(duplicated_segments):
+    model, _, programs, whole = duplicated_segments
+    x = uniform(model, 4, seed=3)
+    want = cimc.run(whole, {"x": x}).outputs["y"]
+    for scheduler, program in programs.items():
+        got = cimc.run(program, {"x": x})
+        np.testing.assert_array_equal(got.outputs["y"], want, err_msg=scheduler)
+        assert got.stats["latency_cycles"] == program.report["makespan_cycles"]
+        assert got.stats["crossbar_writes"] == program.report["cells_programmed"]
+    onnx_out = models.ort_batch(model, "x", x)
+    assert models.normalized_error(want, onnx_out) < 0.05
+
+
+def test_the_segments_bound_holds_below_every_schedule_and_counts_compute(duplicated_segments):
+    _, small, programs, _ = duplicated_segments
+    for program in programs.values():
+        r = program.report
+        bounds = r["lower_bounds"]
+        assert sum(w.duration for w in program.schedule.writes) < bounds["segments"] == r["lower_bound_cycles"]
+        assert r["lower_bound_cycles"] <= r["makespan_cycles"]
+    assert programs["cpsat"].report["makespan_cycles"] <= programs["clsa"].report["makespan_cycles"]
+    # and on every duplication the segments allow, for every scheduler
+    g = _graph(models.conv_chain_net(), small)
+    single = map_layers(g, small, True)
+    problem = build_problem(g, single, CostModel(small, g, single))
+    bound = max(lower_bounds(problem, small.total_crossbars).values())
+    for copies in ({"conv0": 1}, {"conv0": 2}, {"conv2": 2}, {"conv0": 2, "conv2": 2}):
+        mapping = map_layers(g, small, True, copies=copies)
+        p = build_problem(g, mapping, CostModel(small, g, mapping))
+        assert max(lower_bounds(p, small.total_crossbars).values()) == bound
+        for schedule in (schedule_layer_by_layer(p), schedule_clsa(p)):
+            validate(schedule, g, mapping, small)
+            assert schedule.makespan >= bound
+
+
+def test_copies_that_overfill_a_segment_are_refused(duplicated_segments):
+    _, small, _, _ = duplicated_segments
+    g = _graph(models.conv_chain_net(), small)
+    with pytest.raises(CapacityError, match="layer copies of segment 0 need 12 crossbars"):
+        map_layers(g, small, True, copies={"conv0": 3})
 
 
 def test_depthwise_channels_share_crossbars(compiled):

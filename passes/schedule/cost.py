@@ -74,7 +74,7 @@ class CostModel:
             return []
         rows = [0] * self.mapping.segments
         for layer in self.mapping.layers.values():
-            for x in layer.crossbars:      # (a model run in segments has no copies)
+            for x in layer.crossbars:      # (copies are written at once, with their segment)
                 rows[x.segment] = max(rows[x.segment], x.offset[0] + x.rows[1] - x.rows[0])
         return [r * self.target.timing.write_cycles_per_row for r in rows]
 

@@ -8,8 +8,10 @@ copy still fits the chip, and skips a layer whose copy does not fit. A layer
 never gets more copies than it has sets. ``cpsat`` starts its local search over
 copy counts from here.
 
-Only a model that fits the chip once is duplicated: a model run in segments has
-no spare crossbars.
+A model run in segments is duplicated segment by segment: the copies of a
+segment's layers take the crossbars its first copies leave free (each segment is
+programmed whole, copies included, in the time of its longest crossbar write, so
+copies cost write energy but no write time).
 """
 
 from __future__ import annotations
@@ -31,26 +33,28 @@ def layer_work(problem: Problem) -> dict[str, int]:
     return work
 
 
-def fits(sizes: dict[str, int], copies: dict[str, int], per_tile: int, available: int) -> bool:
-    """Whether these copies place on the chip with every first copy where it is without them."""
-    spanned = crossbars_spanned([sizes[n] for n, _ in placement_order(list(sizes), copies)], per_tile)
+def fits(sizes: dict[str, int], copies: dict[str, int], names: list[str], per_tile: int, available: int) -> bool:
+    """Whether the copies of ``names`` (one segment's layers) place on the chip with every first
+    copy where it is without them."""
+    spanned = crossbars_spanned([sizes[n] for n, _ in placement_order(names, copies)], per_tile)
     return spanned <= available
 
 
 def greedy_copies(problem: Problem, per_tile: int) -> dict[str, int]:
-    """Copies per layer by the bottleneck rule (``problem``: the model mapped once)."""
+    """Copies per layer by the bottleneck rule (``problem``: the model mapped once). The layers
+    of a segment whose first copies only fit the chip packed across tiles get none."""
     mapping = problem.mapping
     copies = {name: 1 for name in mapping.layers}
     sizes = mapping.copy_sizes()
-    if mapping.segments > 1 or not fits(sizes, copies, per_tile, mapping.crossbars_available):
-        return copies
+    segment_of = {n: names for names in mapping.segment_layers() for n in names}
     work, sets = layer_work(problem), problem.layer_sets()
-    heap = [(-work[name], name) for name in copies if sets[name] > 1 and work.get(name)]
+    heap = [(-work[name], name) for name in copies if sets[name] > 1 and work.get(name)
+            and fits(sizes, copies, segment_of[name], per_tile, mapping.crossbars_available)]
     heapq.heapify(heap)
     while heap:
         _, name = heapq.heappop(heap)
         copies[name] += 1
-        if not fits(sizes, copies, per_tile, mapping.crossbars_available):
+        if not fits(sizes, copies, segment_of[name], per_tile, mapping.crossbars_available):
             copies[name] -= 1              # this layer's copy does not fit: leave it, try the next
             continue
         if copies[name] < sets[name]:
@@ -66,9 +70,11 @@ def surrogate(problem: Problem, copies: dict[str, int], per_tile: int) -> Proble
     reduction times, which stay those of the first copy, its partial sums' links moved with its home
     tile)."""
     sizes = problem.mapping.copy_sizes()
-    sequence = placement_order(list(sizes), copies)
-    home = {key: first // per_tile
-            for key, first in zip(sequence, first_crossbars([sizes[n] for n, _ in sequence], per_tile, True))}
+    home: dict[tuple[str, int], int] = {}
+    for names in problem.mapping.segment_layers():
+        sequence = placement_order(names, copies)
+        home.update((key, first // per_tile)
+                    for key, first in zip(sequence, first_crossbars([sizes[n] for n, _ in sequence], per_tile, True)))
     graph = problem.graph
     places: dict[str, tuple[int, ...]] = {}
     for node in graph.nodes():
@@ -91,15 +97,17 @@ def surrogate(problem: Problem, copies: dict[str, int], per_tile: int) -> Proble
 
 
 def improve_copies(copies: dict[str, int], work: dict[str, int], sets: dict[str, int],
-                   sizes: dict[str, int], per_tile: int, available: int,
+                   sizes: dict[str, int], segments: list[list[str]], per_tile: int, available: int,
                    evaluate: "Callable[[dict[str, int]], int]", evaluations: int) -> tuple[dict[str, int], int]:
     """Local search over copy counts from ``copies``: move crossbars from the layers that lose
-    least by giving up a copy to the layers with the most work per copy, keeping a move when
-    ``evaluate`` (the makespan of a schedule under those counts) improves. The first ``width``
-    candidates on each side are tried; when none improves, twice as many (the bottleneck by work
-    per copy is not always the layer on the schedule's critical path). Returns the best counts
-    and their makespan; stops when no move of any width improves or after ``evaluations`` calls
-    of ``evaluate`` (a count, not a time, so the result does not depend on the machine)."""
+    least by giving up a copy to the layers with the most work per copy (of the same segment:
+    only they share its crossbars), keeping a move when ``evaluate`` (the makespan of a schedule
+    under those counts) improves. The first ``width`` candidates on each side are tried; when
+    none improves, twice as many (the bottleneck by work per copy is not always the layer on the
+    schedule's critical path). Returns the best counts and their makespan; stops when no move of
+    any width improves or after ``evaluations`` calls of ``evaluate`` (a count, not a time, so
+    the result does not depend on the machine)."""
+    segment_of = {n: names for names in segments for n in names}
     best, best_span = dict(copies), evaluate(copies)
     spent, width = 1, 3
     while spent < evaluations:
@@ -108,14 +116,15 @@ def improve_copies(copies: dict[str, int], work: dict[str, int], sets: dict[str,
         donors = sorted((n for n in best if best[n] > 1), key=lambda n: (work.get(n, 0) / (best[n] - 1), n))
         moved = False
         for take in receivers[:width]:
-            for give in [None] + donors[:width]:
+            names = segment_of[take]
+            for give in [None] + [d for d in donors if segment_of[d] is names][:width]:
                 if give == take:
                     continue
                 trial = dict(best)
                 trial[take] += 1
-                while give is not None and trial[give] > 1 and not fits(sizes, trial, per_tile, available):
+                while give is not None and trial[give] > 1 and not fits(sizes, trial, names, per_tile, available):
                     trial[give] -= 1
-                if not fits(sizes, trial, per_tile, available):
+                if not fits(sizes, trial, names, per_tile, available):
                     continue
                 span = evaluate(trial)
                 spent += 1

@@ -25,7 +25,15 @@ assignment and order the sets get:
                    behind it), and all vector work over all tiles' GPEUs
 ``budget``         the crossbar budget: to finish by T, each layer needs at least
                    work / (T - its head and tail) copies, and all those copies must fit
-                   the chip's crossbars; the least T for which they fit
+                   the chip's crossbars (each segment's, for a model run in segments);
+                   the least T for which they fit
+``segments``       a model run in segments computes one segment at a time, a write
+                   before each: all the writes, plus for each segment the longer of its
+                   layers' work over their most copies and its longest chain from a
+                   crossbar set of the segment to another, plus the least time left after
+                   any crossbar set of the last segment
+
+For a model run in segments the bounds hold for its segments as the mapping cut them.
 """
 
 from __future__ import annotations
@@ -172,19 +180,21 @@ def heads_tails(problem: Problem, times: list[int], latency: bool) -> tuple[list
 
 def max_copies(problem: Problem, budget: int) -> dict[str, int]:
     """The most copies of each layer the crossbar budget leaves room for, next to one copy of
-    every other layer (at most one per set: more could never be busy)."""
+    every other layer of its segment (at most one per set: more could never be busy)."""
     sizes = problem.mapping.copy_sizes()
-    one_each = sum(sizes.values())
     sets = problem.layer_sets()
-    if problem.mapping.segments > 1:
-        return {name: 1 for name in sizes}
-    return {name: max(1, min(sets[name], (budget - one_each + size) // size)) for name, size in sizes.items()}
+    out = {}
+    for names in problem.mapping.segment_layers():
+        one_each = sum(sizes[n] for n in names)
+        out.update((n, max(1, min(sets[n], (budget - one_each + sizes[n]) // sizes[n]))) for n in names)
+    return out
 
 
 def lower_bounds(problem: Problem, budget: int) -> dict[str, int]:
     # Only compute time counts: partial-sum reduction and transfers depend on where copies are
     # placed, so they are left out to keep the bounds valid for every duplication.
-    head, tail = heads_tails(problem, [opts[0].compute for opts in problem.options], latency=False)
+    compute = [opts[0].compute for opts in problem.options]
+    head, tail = heads_tails(problem, compute, latency=False)
     bounds = {"critical_path": max((h + t for h, t in zip(head, tail)), default=0)}
     limit = max_copies(problem, budget)
     tiles = problem.cost.target.chip.tiles
@@ -216,8 +226,31 @@ def lower_bounds(problem: Problem, budget: int) -> dict[str, int]:
     best["gpeu"] = max(best["gpeu"], math.ceil(vector_work / tiles))
     bounds.update(best)
     bounds["budget"] = _budget_bound(problem, budget, windows, max(bounds.values()))
-    bounds["writes"] = sum(problem.write_cycles)
+    if problem.write_cycles:
+        spread = {name: math.ceil(work / limit[name]) for name, (work, _, _) in windows.items()}
+        bounds["segments"] = _segments_bound(problem, spread, compute, tail)
     return bounds
+
+
+def _segments_bound(problem: Problem, spread: dict[str, int], compute: list[int], tail: list[int]) -> int:
+    """The writes of a model run in segments and, between them, each segment's crossbar sets
+    (they run only while its weights are in the crossbars: after its write, before the next).
+    ``spread``: each layer's work over its most copies."""
+    segment = [problem.mapping.layers[opts[0].node].segment if opts[0].kind == "mvm" else -1
+               for opts in problem.options]
+    spans = [max((t for name, t in spread.items() if problem.mapping.layers[name].segment == s), default=0)
+             for s in range(problem.mapping.segments)]
+    for s in range(len(spans)):
+        chain: list[int | None] = [None] * problem.size     # longest from a crossbar set of s to this one's end
+        for i, mine in enumerate(problem.edges):             # ids are topological
+            reach = max((chain[p] for p, _ in mine if chain[p] is not None), default=None)
+            if segment[i] == s:
+                reach = max(reach or 0, 0)
+                spans[s] = max(spans[s], reach + compute[i])
+            if reach is not None:
+                chain[i] = reach + compute[i]
+    after = min(t - c for t, c, s in zip(tail, compute, segment) if s == len(spans) - 1)
+    return sum(problem.write_cycles) + sum(spans) + after
 
 
 def _budget_bound(problem: Problem, budget: int, windows: dict[str, tuple[int, int, int]], low: int) -> int:
@@ -225,9 +258,10 @@ def _budget_bound(problem: Problem, budget: int, windows: dict[str, tuple[int, i
     between its head and tail fit the budget (binary search: the copies needed shrink as T grows)."""
     sizes = problem.mapping.copy_sizes()
     sets = problem.layer_sets()
+    segment = {n: s for s, names in enumerate(problem.mapping.segment_layers()) for n in names}
 
     def fits(t: int) -> bool:
-        used = 0
+        used = [0] * problem.mapping.segments      # a segment's copies share the chip
         for name, (work, around, largest) in windows.items():
             room = t - around
             if room < largest:
@@ -235,10 +269,10 @@ def _budget_bound(problem: Problem, budget: int, windows: dict[str, tuple[int, i
             need = math.ceil(work / room)
             if need > sets[name]:
                 return False
-            used += need * sizes[name]
-        return used <= budget
+            used[segment[name]] += need * sizes[name]
+        return max(used) <= budget
 
-    if not windows or budget <= 0 or problem.mapping.segments > 1:
+    if not windows or budget <= 0:
         return 0
     hi = max(low, 1)
     while not fits(hi):

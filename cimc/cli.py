@@ -71,8 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="fix a dynamic input shape (repeatable)")
     c.add_argument("--allow-reprogramming", action="store_true",
                    help="run a model larger than the chip in segments of layers, each programmed into "
-                        "the crossbars in turn (every inference pays their writes in time and energy); a "
-                        "layer larger than the whole chip is cut by output channels into parts that fit")
+                        "the crossbars in turn (every inference pays their writes in time and energy; clsa and "
+                        "cpsat duplicate layers into the crossbars each segment leaves free); a layer "
+                        "larger than the whole chip is cut by output channels into parts that fit")
     c.add_argument("--sws", nargs="?", const="auto", choices=["auto", "s1", "s2", "s3"], metavar="SCHEME",
                    help="sorted weight sectioning: lay out crossbar rows so that fewer ADC conversions "
                         "are needed, dropping rows that are zero for all outputs of a crossbar. SCHEME: "

@@ -28,10 +28,11 @@ assignment and order the sets get:
                    the chip's crossbars (each segment's, for a model run in segments);
                    the least T for which they fit
 ``segments``       a model run in segments computes one segment at a time, a write
-                   before each: all the writes, plus for each segment the longer of its
-                   layers' work over their most copies and its longest chain from a
-                   crossbar set of the segment to another, plus the least time left after
-                   any crossbar set of the last segment
+                   before each: all the writes, plus for each segment the least time T
+                   that holds its longest chain from a crossbar set of the segment to
+                   another and in which the copies its layers need to do their work
+                   within T fit the chip, plus the least time left after any crossbar
+                   set of the last segment
 
 For a model run in segments the bounds hold for its segments as the mapping cut them.
 """
@@ -227,35 +228,39 @@ def lower_bounds(problem: Problem, budget: int) -> dict[str, int]:
     bounds.update(best)
     bounds["budget"] = _budget_bound(problem, budget, windows, max(bounds.values()))
     if problem.write_cycles:
-        spread = {name: math.ceil(work / limit[name]) for name, (work, _, _) in windows.items()}
-        bounds["segments"] = _segments_bound(problem, spread, compute, tail)
+        bounds["segments"] = _segments_bound(problem, budget, windows, compute, tail)
     return bounds
 
 
-def _segments_bound(problem: Problem, spread: dict[str, int], compute: list[int], tail: list[int]) -> int:
+def _segments_bound(problem: Problem, budget: int, windows: dict[str, tuple[int, int, int]], compute: list[int],
+                    tail: list[int]) -> int:
     """The writes of a model run in segments and, between them, each segment's crossbar sets
-    (they run only while its weights are in the crossbars: after its write, before the next).
-    ``spread``: each layer's work over its most copies."""
+    (they run only while its weights are in the crossbars: after its write, before the next):
+    at least its longest chain, and at least the least time in which the copies its layers then
+    need fit the chip."""
     segment = [problem.mapping.layers[opts[0].node].segment if opts[0].kind == "mvm" else -1
                for opts in problem.options]
-    spans = [max((t for name, t in spread.items() if problem.mapping.layers[name].segment == s), default=0)
-             for s in range(problem.mapping.segments)]
-    for s in range(len(spans)):
+    spans = []
+    for s, names in enumerate(problem.mapping.segment_layers()):
         chain: list[int | None] = [None] * problem.size     # longest from a crossbar set of s to this one's end
+        longest = 0
         for i, mine in enumerate(problem.edges):             # ids are topological
             reach = max((chain[p] for p, _ in mine if chain[p] is not None), default=None)
             if segment[i] == s:
                 reach = max(reach or 0, 0)
-                spans[s] = max(spans[s], reach + compute[i])
+                longest = max(longest, reach + compute[i])
             if reach is not None:
                 chain[i] = reach + compute[i]
+        own = {name: (work, 0, largest) for name, (work, _, largest) in windows.items() if name in names}
+        spans.append(_budget_bound(problem, budget, own, longest))
     after = min(t - c for t, c, s in zip(tail, compute, segment) if s == len(spans) - 1)
     return sum(problem.write_cycles) + sum(spans) + after
 
 
 def _budget_bound(problem: Problem, budget: int, windows: dict[str, tuple[int, int, int]], low: int) -> int:
-    """Least makespan T (at least ``low``) for which the copies every layer needs to do its work
-    between its head and tail fit the budget (binary search: the copies needed shrink as T grows)."""
+    """Least makespan T (at least ``low``) for which the copies every layer of ``windows`` needs
+    to do its work between its head and tail fit the budget (binary search: the copies needed
+    shrink as T grows)."""
     sizes = problem.mapping.copy_sizes()
     sets = problem.layer_sets()
     segment = {n: s for s, names in enumerate(problem.mapping.segment_layers()) for n in names}

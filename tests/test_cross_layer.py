@@ -427,7 +427,7 @@ def test_cpsat_leaves_ctrl_c_to_python(tmp_path):
 
 @pytest.mark.parametrize("scheduler", ["clsa", "cpsat"])
 def test_segmented_models_schedule_and_run_across_layers(scheduler):
-    """A model run in segments is not duplicated; its writes still bound the crossbar sets."""
+    """An MLP run in segments (one set a layer: nothing to duplicate); its writes bound the crossbar sets."""
     from test_reprogramming import SIZES, _chip
     model = models.mlp(sizes=SIZES)
     whole = compile_model(model, _chip(4, 8))

@@ -107,7 +107,7 @@ def improve_copies(copies: dict[str, int], work: dict[str, int], sets: dict[str,
     schedule's critical path). Returns the best counts and their makespan; stops when no move of
     any width improves or after ``evaluations`` calls of ``evaluate`` (a count, not a time, so
     the result does not depend on the machine)."""
-    segment_of = {n: names for names in segments for n in names}
+    segment = {n: s for s, names in enumerate(segments) for n in names}
     best, best_span = dict(copies), evaluate(copies)
     spent, width = 1, 3
     while spent < evaluations:
@@ -116,8 +116,8 @@ def improve_copies(copies: dict[str, int], work: dict[str, int], sets: dict[str,
         donors = sorted((n for n in best if best[n] > 1), key=lambda n: (work.get(n, 0) / (best[n] - 1), n))
         moved = False
         for take in receivers[:width]:
-            names = segment_of[take]
-            for give in [None] + [d for d in donors if segment_of[d] is names][:width]:
+            names = segments[segment[take]]
+            for give in [None] + [d for d in donors if segment[d] == segment[take]][:width]:
                 if give == take:
                     continue
                 trial = dict(best)

@@ -263,7 +263,6 @@ def _budget_bound(problem: Problem, budget: int, windows: dict[str, tuple[int, i
     shrink as T grows)."""
     sizes = problem.mapping.copy_sizes()
     sets = problem.layer_sets()
-    segment = {n: s for s, names in enumerate(problem.mapping.segment_layers()) for n in names}
 
     def fits(t: int) -> bool:
         used = [0] * problem.mapping.segments      # a segment's copies share the chip
@@ -274,7 +273,7 @@ def _budget_bound(problem: Problem, budget: int, windows: dict[str, tuple[int, i
             need = math.ceil(work / room)
             if need > sets[name]:
                 return False
-            used[segment[name]] += need * sizes[name]
+            used[problem.mapping.layers[name].segment] += need * sizes[name]
         return max(used) <= budget
 
     if not windows or budget <= 0:

@@ -82,5 +82,5 @@ def _channels(quant: CrossbarQuant, c0: int, c1: int) -> CrossbarQuant:
     out = quant.out
     if out is not None:
         out = QuantGrid(cut(out.scale), cut(out.zero), out.qmin, out.qmax)
-    return dataclasses.replace(quant, w_int=np.ascontiguousarray(quant.w_int[:, c0:c1]), w_scale=cut(quant.w_scale), bias=cut(quant.bias),
-                               bias_int=cut(quant.bias_int), w_zero=cut(quant.w_zero), out=out)
+    return dataclasses.replace(quant, w_int=np.ascontiguousarray(quant.w_int[:, c0:c1]), w_scale=cut(quant.w_scale),
+                               bias=cut(quant.bias), bias_int=cut(quant.bias_int), w_zero=cut(quant.w_zero), out=out)

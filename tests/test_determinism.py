@@ -54,7 +54,7 @@ def test_cpsat_stopped_by_its_work_budget_gives_the_same_bytes_on_a_loaded_machi
     calib = {"x": uniform(model, 8, seed=5)}
 
     def build() -> cimc.Program:
-        return cimc.compile(model, "small", calibration=calib, scheduler="cpsat", solver_work=0.3)
+        return cimc.compile(model, "small", calibration=calib, scheduler="cpsat", solver_work=1.0)
     quiet = build()
     # CP-SAT improved on the hint and was stopped by its budget: a result the search path decides
     assert quiet.report["solver_status"] == "feasible" and quiet.report["solver_limit"] == "work"

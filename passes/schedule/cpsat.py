@@ -4,27 +4,31 @@ The model, for one duplication (copies per layer) and one mapping:
 
 - one start variable per set, its domain cut by the set's earliest start and the
   shortest time from it to the end (given the hint's makespan as the horizon);
-- the copies of a duplicated layer are one pool: a cumulative constraint lets at
-  most as many of its sets compute at once as it has copies; copies are given to sets after the
-  solve, in order of start (a set's time does not depend on its copy, see
-  :func:`~cimc.passes.schedule.model.set_options`; intervals in order of start always
-  find a free copy). A Boolean per copy and set would say the same with many times the
-  variables, all symmetric;
+- which copy of a duplicated layer runs each set, where the copy decides a shared
+  resource (:func:`assigned_layers`: its copies send from more than one tile, or sit on a
+  tile whose buffer could overflow; for models of at most :data:`LINK_MODEL_SETS` sets and
+  :data:`ASSIGN_MODEL_OPTIONS` (set, copy) pairs): a Boolean per copy and set, an optional
+  interval on that copy, no overlap per copy, its sends on the copy's home link and its
+  partial sums on its other tiles' links; the copies of such a layer also form a pool (a
+  cumulative of capacity ``copies``), a redundant constraint that prunes;
+- the copies of any other duplicated layer are one pool only: they are alike to every
+  constraint (a set's time does not depend on its copy, see
+  :func:`~cimc.passes.schedule.model.set_options`), so a Boolean per copy and set would say
+  the same with many times the variables, all symmetric; copies are given to sets after the
+  solve, in order of start (intervals in order of start always find a free copy);
 - a vector set picks one of the tiles its input is written on (a Boolean per
   tile, an optional interval on that tile's GPEUs);
 - no overlap on each single-copy layer and on each tile's GPEUs (a vector set
   uses all of them, so their capacity is one set at a time);
 - the network: a set whose rows other tiles may read has a send variable (at or
-  after its end) and, where its tile is known, an interval on that tile's link;
-  partial sums of a single-copy layer spread over tiles have intervals on those
-  tiles' links when its crossbars stop; no overlap on each link (for models of at
-  most :data:`LINK_MODEL_SETS` sets; above, the links are left to the replay below). A duplicated
-  layer's set sends from the home tile of the copy chosen after the solve: when all
-  its copies share one home tile, that link is known; otherwise its sends only
-  share the layer's home tiles (a cumulative with one message per home tile), and
-  its partial sums are left out. There CP-SAT solves a relaxation: its order and
-  choices are replayed by the ``clsa`` list scheduler on every resource
-  (:func:`_rebuild`), which gives back the solver's times when what was left out
+  after its end) and, where its tile is in the model, an interval on that tile's link;
+  partial sums of a copy spread over tiles have intervals on those tiles' links when its
+  crossbars stop; no overlap on each link (for models of at most :data:`LINK_MODEL_SETS`
+  sets; above, the links are left to the replay below). A set of a pooled layer whose
+  copies send from several tiles shares the layer's home tiles (a cumulative with one
+  message per home tile), and its partial sums are left out. There CP-SAT solves a
+  relaxation: its order and choices are replayed by the ``clsa`` list scheduler on every
+  resource (:func:`_rebuild`), which gives back the solver's times when what was left out
   does not bind, and the status says ``feasible``, not ``optimal``, when it did;
 - precedences from the set dependency graph: a set starts its edge's latency after
   its producer's send;
@@ -35,13 +39,15 @@ The model, for one duplication (copies per layer) and one mapping:
   start after its write, and a write starts after the previous segment's sets
   have stopped computing;
 - the tile buffers (:mod:`.memory`): rows the hint spilled wherever their reader runs
-  reach it no sooner than a store and a load after their producer ends; rows whose
-  tiles are known before the solve (a producer and readers with one place each) are
-  intervals from their arrival to their last reader's end in a cumulative per tile of
-  the buffer's bytes (for models of at most :data:`LINK_MODEL_SETS` sets, on the tiles
-  where the hint fits that model, :func:`_buffers`); the other rows and the memory channel
-  are left to the replay, which spills more or holds rows back where the solver's order
-  overflows a tile (status ``feasible`` when that lengthens it);
+  reach it no sooner than a store and a load after their producer ends; on each tile whose
+  buffer could overflow (:func:`tight_tiles`), the rows of every set whose place and whose
+  readers' places there are in the model (one place, or one the solver picks) are
+  intervals from their arrival to their last reader's end, present when a reader runs
+  there, in a cumulative of the buffer's bytes (for models of at most
+  :data:`LINK_MODEL_SETS` sets, on the tiles where the hint fits that model,
+  :func:`_buffers`); the rows read by pooled copies and the memory channel are left to the
+  replay, which spills more or holds rows back where the solver's order overflows a tile
+  (status ``feasible`` when that lengthens it; the hint when it cannot fit at all);
 - minimize the makespan.
 
 Which copies each layer gets is decided outside, by :func:`improve_copies`: a
@@ -71,6 +77,7 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
+from cimc.errors import CapacityError
 from cimc.passes.schedule.clsa import schedule_clsa
 from cimc.passes.schedule.memory import fit
 from cimc.passes.schedule.model import Schedule, task_tiles
@@ -83,6 +90,11 @@ PORTFOLIO_SHARE = 0.3
 #: messages cost the solve 1.8x its time and 1.5x its memory and found nothing; light_resnet50
 #: (3,182) pays a few seconds. Larger models leave the links to the replay of the solution.
 LINK_MODEL_SETS = 5000
+#: The most (set, copy) pairs of duplicated layers for which CP-SAT decides which copy runs each
+#: set (a Boolean and an optional interval per pair, and the buffers of the rows their readers
+#: need on the copies' tiles); above, a layer's copies are one pool and the copies are given to
+#: sets after the solve.
+ASSIGN_MODEL_OPTIONS = 20000
 STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
           cp_model.MODEL_INVALID: "model_invalid", cp_model.UNKNOWN: "unknown"}
 
@@ -122,6 +134,9 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
     picks: list[list] = []
     sends: dict[int, cp_model.IntVar] = {}          # set -> when its rows leave (sets with a send)
     pooled_links: dict[str, tuple[int, list]] = {}  # duplicated layer -> (its home tiles, its sends)
+    spilled = frozenset((x.task, x.tile) for x in hint.loads)
+    tight = tight_tiles(problem, spilled) if links else set()
+    assigned = assigned_layers(problem, tight) if links else set()
     for i, opts in enumerate(problem.options):
         o = opts[0]
         picks.append([])
@@ -131,16 +146,20 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
             sends[i] = m.NewIntVar(lo[i] + o.duration, horizon, f"t{i}")
             m.Add(sends[i] >= end[i])
         if o.kind == "mvm" and len(opts) > 1:
-            # The copies of a layer are one pool of capacity `copies` (assigned once times are known).
+            # The copies of a layer are one pool of capacity `copies`: with assignment below, a
+            # redundant constraint that strengthens propagation; without, the copies are assigned
+            # once times are known.
             pooled.setdefault(o.node, []).append(m.NewFixedSizeIntervalVar(start[i], o.compute, f"i{i}"))
-            homes = {c.tile for c in opts}
-            if cycles and len(homes) == 1:          # every copy sends from one tile: its link is known
-                busy.setdefault(link_key(o.tile), []).append(m.NewFixedSizeIntervalVar(sends[i], cycles, f"l{i}"))
-            elif cycles:                            # at most one message per home tile at once
-                pooled_links.setdefault(o.node, (len(homes), []))[1].append(
-                    m.NewFixedSizeIntervalVar(sends[i], cycles, f"l{i}"))
-            continue
-        if len(opts) == 1:
+            if o.node not in assigned:
+                homes = {c.tile for c in opts}
+                if cycles and len(homes) == 1:      # every copy sends from one tile: its link is known
+                    busy.setdefault(link_key(o.tile), []).append(
+                        m.NewFixedSizeIntervalVar(sends[i], cycles, f"l{i}"))
+                elif cycles:                        # at most one message per home tile at once
+                    pooled_links.setdefault(o.node, (len(homes), []))[1].append(
+                        m.NewFixedSizeIntervalVar(sends[i], cycles, f"l{i}"))
+                continue
+        elif len(opts) == 1:
             busy.setdefault(resource_key(o), []).append(m.NewFixedSizeIntervalVar(start[i], o.compute, f"i{i}"))
             for tile, length in (o.reductions if links else ()):
                 busy.setdefault(link_key(tile), []).append(
@@ -148,13 +167,16 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
             if cycles:
                 busy.setdefault(link_key(o.tile), []).append(m.NewFixedSizeIntervalVar(sends[i], cycles, f"l{i}"))
             continue
-        for o in opts:                              # a vector set picks one tile's GPEUs (and link)
-            p = m.NewBoolVar(f"p{i}_{len(picks[i])}")
+        for k, o in enumerate(opts):                # a set picks one place: a copy of its layer, or a tile's GPEUs
+            p = m.NewBoolVar(f"p{i}_{k}")
             busy.setdefault(resource_key(o), []).append(
-                m.NewOptionalFixedSizeIntervalVar(start[i], o.compute, p, f"i{i}_{len(picks[i])}"))
+                m.NewOptionalFixedSizeIntervalVar(start[i], o.compute, p, f"i{i}_{k}"))
+            for tile, length in o.reductions:       # (only for assigned copies, with the links modelled)
+                busy.setdefault(link_key(tile), []).append(
+                    m.NewOptionalFixedSizeIntervalVar(start[i] + o.compute, length, p, f"r{i}_{k}_{tile}"))
             if cycles:
                 busy.setdefault(link_key(o.tile), []).append(
-                    m.NewOptionalFixedSizeIntervalVar(sends[i], cycles, p, f"l{i}_{len(picks[i])}"))
+                    m.NewOptionalFixedSizeIntervalVar(sends[i], cycles, p, f"l{i}_{k}"))
             picks[i].append(p)
         m.AddExactlyOne(picks[i])
     for node, intervals in pooled.items():
@@ -164,7 +186,6 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
     for intervals in busy.values():
         if len(intervals) > 1:
             m.AddNoOverlap(intervals)
-    spilled = frozenset((x.task, x.tile) for x in hint.loads)
     for i, mine in enumerate(problem.edges):
         for p, lat in mine:
             m.Add(start[i] >= (sends[p] if p in sends else end[p]) + lat)
@@ -173,7 +194,7 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
                 # rows the hint spilled, wherever the set runs: their store, and their load (the
                 # channel they share is left to the replay)
                 m.Add(start[i] >= end[p] + _spill_cycles(problem, p))
-    buffer_hints = _buffers(m, problem, hint, end, sends, spilled, horizon) if links else {}
+    buffer_hints = _buffers(m, problem, hint, end, sends, picks, spilled, tight, horizon)
     previous: dict[str, int] = {}
     for i, opts in enumerate(problem.options):
         node = opts[0].node
@@ -234,9 +255,11 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE) or solver.Value(makespan) >= horizon:
         seconds = time.perf_counter() - began
         return Solved(hint, "hint" if code != cp_model.OPTIMAL else "optimal", bound, seconds, work, capped)
-    made = _rebuild(problem, [solver.Value(v) for v in start],
-                    {i: next(k for k, p in enumerate(mine) if solver.Value(p)) for i, mine in enumerate(picks) if mine},
-                    spilled)
+    places = {i: next(k for k, p in enumerate(mine) if solver.Value(p)) for i, mine in enumerate(picks) if mine}
+    try:
+        made = _rebuild(problem, [solver.Value(v) for v in start], places, spilled)
+    except CapacityError:           # the solver's order and places overflow a buffer whatever is held back
+        made = hint
     seconds = time.perf_counter() - began
     if made.makespan >= horizon:
         return Solved(hint, "hint", bound, seconds, work, capped)
@@ -245,57 +268,124 @@ def schedule_cpsat(problem: Problem, hint: Schedule, budget: float, seconds: flo
     return Solved(made, status, bound, seconds, work, capped)
 
 
-def _buffers(m: cp_model.CpModel, problem: Problem, hint: Schedule, end: list, sends: dict, spilled: frozenset,
-             horizon: int) -> dict:
-    """The tile buffers as cumulative constraints, for the rows whose tiles are known before the
-    solve: a set with one place, read on a tile by sets with one place each, not spilled by the
-    hint. Each such hold is an interval from the rows' arrival (the producer's end on its own tile,
-    its send and the transfer elsewhere; its end plus the transfer where sends are not modelled)
-    to the last reader's end there, of the rows' bytes, against the tile's capacity. A tile on
-    which the hint itself breaks this (the model's arrival can be earlier than the hint's) is left
-    to the replay. Returns the hint's values of the new variables."""
+def tight_tiles(problem: Problem, spilled: frozenset) -> set[int]:
+    """The tiles whose buffer could overflow: all the rows that may be read there (every set's
+    rows on every tile where a reader of them may run, unless the hint spilled them there) exceed
+    its capacity. On the other tiles the buffer constraint is redundant, and left out."""
+    capacity = problem.cost.target.buffer.kib_per_tile * 1024
+    places: dict[str, set[int]] = {}                # node -> every tile its sets may read on
+    for opts in problem.options:
+        if opts[0].node not in places:
+            places[opts[0].node] = {t for o in opts for t in task_tiles(o, problem.mapping)}
+    worst: dict[int, float] = {}
+    for i, successors in enumerate(problem.successors()):
+        if problem.streamed[i]:
+            continue
+        tiles = {t for j, _ in successors if not problem.streamed[j] for t in places[problem.options[j][0].node]}
+        for t in tiles:
+            if (i, t) not in spilled:
+                worst[t] = worst.get(t, 0.0) + problem.out_bytes(i)
+    return {t for t, held in worst.items() if held > capacity}
+
+
+def assigned_layers(problem: Problem, tight: set[int]) -> set[str]:
+    """The duplicated layers whose copy for each set CP-SAT decides: those whose copy decides a
+    shared resource, that is whose copies send from more than one tile (the link a set's rows
+    leave on) or sit on a tile whose buffer could overflow (the rows that tile holds), if their
+    (set, copy) pairs number at most :data:`ASSIGN_MODEL_OPTIONS`; else none. The copies of
+    the other layers are alike to every constraint, and stay one pool."""
+    homes = {opts[0].node: {o.tile for o in opts} for opts in problem.options
+             if len(opts) > 1 and opts[0].kind == "mvm"}
+    layers = {name for name, tiles in homes.items()
+              if len(tiles) > 1 or tight.intersection(problem.mapping.layers[name].tiles)}
+    pairs = sum(len(opts) for opts in problem.options if opts[0].node in layers)
+    return layers if pairs <= ASSIGN_MODEL_OPTIONS else set()
+
+
+def _buffers(m: cp_model.CpModel, problem: Problem, hint: Schedule, end: list, sends: dict, picks: list[list],
+             spilled: frozenset, tight: set[int], horizon: int) -> dict:
+    """The buffers of the ``tight`` tiles as cumulative constraints, for the rows of every set
+    whose place and whose readers' places there are in the model (one place, or a place picked by
+    the solver), unless the hint spilled them there. The rows of set i on tile t are an interval
+    from their arrival (i's end on its own tile; elsewhere its send, or its end where sends are
+    not modelled, and the transfer) to the end of the last reader on t, of the rows' bytes,
+    present when some reader runs on t, against the tile's capacity. A tile on which the hint
+    itself breaks this (the model's arrival can be earlier than the hint's) is left to the
+    replay. Returns the hint's values of the new variables."""
+    if not tight:
+        return {}
     capacity = int(problem.cost.target.buffer.kib_per_tile * 1024)
     cost, graph, mapping = problem.cost, problem.graph, problem.mapping
+    placed = [len(opts) == 1 or bool(mine) for opts, mine in zip(problem.options, picks)]
+    chosen = [opts.index(task) for opts, task in zip(problem.options, hint.tasks)]     # the hint's places
     per_tile: dict[int, list] = {}
-    hints: dict = {}
     for i, successors in enumerate(problem.successors()):
-        if len(problem.options[i]) > 1 or problem.streamed[i]:
+        if problem.streamed[i] or not placed[i]:
             continue
-        task = problem.options[i][0]
-        tensor, rows = graph.node(task.node).outputs[0], task.out_rows[1] - task.out_rows[0]
-        readers: dict[int, list[int]] = {}
+        tensor, rows = graph.node(problem.options[i][0].node).outputs[0], problem.options[i][0].out_rows
+        rows = rows[1] - rows[0]
+        readers: dict[int, list[tuple[int, int]]] = {}      # tile -> (reader, its option) that read there
         for j, _ in successors:
-            if len(problem.options[j]) > 1 or problem.streamed[j]:
+            if problem.streamed[j]:
+                continue
+            tiles = [[t for t in task_tiles(option, mapping) if t in tight] for option in problem.options[j]]
+            if not placed[j] and any(tiles):        # a copy of a pooled layer: where it reads is unknown
                 readers = {}
                 break
-            for tile in task_tiles(problem.options[j][0], mapping):
-                readers.setdefault(tile, []).append(j)
+            for k, mine in enumerate(tiles):
+                for tile in mine:
+                    readers.setdefault(tile, []).append((j, k))
         for tile, mine in readers.items():
             if (i, tile) in spilled:
                 continue
-            if tile == task.tile:
-                arrive, hinted = end[i], hint.end(i)
+
+            def arrival(option) -> tuple:
+                """The rows' arrival on the tile from this place of set i: in the model, in the hint."""
+                if option.tile == tile:
+                    return end[i], hint.end(i)
+                lag = cost.tensor_transfer_cycles(tensor, rows, option.tile, tile)
+                return (sends[i] if i in sends else end[i]) + lag, (hint.send(i) if i in sends else hint.end(i)) + lag
+
+            if len(problem.options[i]) == 1:
+                arrive, hinted = arrival(problem.options[i][0])
             else:
-                lag = cost.tensor_transfer_cycles(tensor, rows, task.tile, tile)
-                arrive = (sends[i] if i in sends else end[i]) + lag
-                hinted = (hint.send(i) if i in sends else hint.end(i)) + lag
-            last = max(hint.end(j) for j in mine)
-            if last <= hinted:
-                continue
+                arrive = m.NewIntVar(0, horizon, f"a{i}_{tile}")
+                for option, p in zip(problem.options[i], picks[i]):
+                    m.Add(arrive == arrival(option)[0]).OnlyEnforceIf(p)
+                hinted = arrival(problem.options[i][chosen[i]])[1]
             until = m.NewIntVar(0, horizon, f"u{i}_{tile}")
-            for j in mine:
-                m.Add(until >= end[j])
+            literals, always = [], False             # a reader with one place: the rows are always there
+            for j, k in mine:
+                if len(problem.options[j]) == 1:
+                    m.Add(until >= end[j])
+                    always = True
+                else:
+                    m.Add(until >= end[j]).OnlyEnforceIf(picks[j][k])
+                    literals.append(picks[j][k])
+            last = max([hint.end(j) for j, k in mine if chosen[j] == k] + [hinted])
             size = m.NewIntVar(0, horizon, f"z{i}_{tile}")
-            interval = m.NewIntervalVar(arrive, size, until, f"b{i}_{tile}")
-            per_tile.setdefault(tile, []).append((interval, math.ceil(cost.rows_bytes(tensor, rows)), hinted, last,
-                                                  until, size))
+            if always:
+                present, there = None, True
+                interval = m.NewIntervalVar(arrive, size, until, f"b{i}_{tile}")
+            else:
+                present = m.NewBoolVar(f"h{i}_{tile}")
+                for literal in literals:
+                    m.AddImplication(literal, present)
+                m.AddBoolOr(literals + [present.Not()])
+                there = any(chosen[j] == k for j, k in mine)
+                interval = m.NewOptionalIntervalVar(arrive, size, until, present, f"b{i}_{tile}")
+            hints = {until: last, size: last - hinted} | ({} if present is None else {present: there})
+            if len(problem.options[i]) > 1:
+                hints[arrive] = hinted
+            per_tile.setdefault(tile, []).append((interval, math.ceil(cost.rows_bytes(tensor, rows)),
+                                                  (hinted, last) if there else None, hints))
+    out: dict = {}
     for tile, held in per_tile.items():
-        if _peak([(a, b, d) for _, d, a, b, _, _ in held]) > capacity:
-            continue
-        m.AddCumulative([h[0] for h in held], [h[1] for h in held], capacity)
-        for _, _, a, b, until, size in held:
-            hints[until], hints[size] = b, b - a
-    return hints
+        for _, _, _, hints in held:
+            out.update(hints)
+        if _peak([(*span, d) for _, d, span, _ in held if span is not None]) <= capacity:
+            m.AddCumulative([h[0] for h in held], [h[1] for h in held], capacity)
+    return out
 
 
 def _peak(intervals: list[tuple[int, int, int]]) -> int:

@@ -170,3 +170,79 @@ def test_the_cpsat_buffer_check_finds_the_peak(spans):
     intervals = [(a, a + n, d) for a, n, d in spans]
     want = max((sum(d for a, b, d in intervals if a <= t < b) for t in range(80)), default=0)
     assert _peak(intervals) == want
+
+
+# -- the buffers and copy assignment in CP-SAT's model --------------------------------------------
+
+def _spread_problem(kib: float, builder: str = "residual_net"):
+    """``builder`` with clsa's greedy copies spread over the tiles (copies send from several
+    tiles), on tiles of ``kib``."""
+    from cimc.passes.mapping import map_layers
+    from cimc.passes.schedule.cost import CostModel
+    from cimc.passes.schedule.duplication import greedy_copies
+    from cimc.passes.schedule.problem import build_problem
+    from test_cross_layer import _graph
+    target = _chip(kib)
+    g = _graph(getattr(models, builder)(), target)
+    single = map_layers(g, target)
+    copies = greedy_copies(build_problem(g, single, CostModel(target, g, single)), target.chip.pes_per_tile)
+    mapping = map_layers(g, target, copies=copies, spread=True)
+    return build_problem(g, mapping, CostModel(target, g, mapping)), target
+
+
+@pytest.mark.parametrize("kib", [0.75, 2.0, 64.0])
+def test_only_tiles_that_could_overflow_get_a_buffer_constraint(kib):
+    """A tile is left out of CP-SAT's buffer model only when every row that may ever be read there
+    fits it at once: then no schedule overflows it (checked on the layer-by-layer and clsa
+    schedules, which hold the most, with the occupancy the validator counts)."""
+    from cimc.passes.schedule.buffers import holds
+    from cimc.passes.schedule.clsa import schedule_clsa
+    from cimc.passes.schedule.cpsat import tight_tiles
+    from cimc.passes.schedule.layer import schedule_layer_by_layer
+    problem, target = _spread_problem(kib)
+    tight = tight_tiles(problem, frozenset())
+    assert bool(tight) == (kib < 64.0)
+    capacity = kib * 1024
+    for schedule in (schedule_layer_by_layer(problem), schedule_clsa(problem)):
+        for tile in {h.tile for h in holds(problem, schedule)} - tight:
+            mine = [h for h in holds(problem, schedule) if h.tile == tile]
+            assert sum(h.bytes for h in mine) <= capacity        # all at once, let alone at one cycle
+
+
+@pytest.mark.parametrize("kib", [1.0, 64.0])
+def test_cpsat_decides_the_copy_of_each_set_where_it_decides_a_link_or_a_buffer(kib, monkeypatch):
+    """Copies spread over tiles send from different links and hold rows on different tiles: CP-SAT
+    picks each set's copy, its schedule is replayed with those copies (valid, and as short as the
+    solver says: optimal), and it is no longer than with the copies pooled and given out after
+    the solve, whose replay the links and buffers it left out can lengthen."""
+    from cimc.driver import _clsa
+    from cimc.passes.schedule import cpsat
+    problem, target = _spread_problem(kib)
+    hint = _clsa(problem)
+    assigned = cpsat.assigned_layers(problem, cpsat.tight_tiles(problem, frozenset()))
+    duplicated = {name for name, lm in problem.mapping.layers.items() if lm.copies > 1}
+    assert assigned == duplicated and len(assigned) >= 2
+    picked = cpsat.schedule_cpsat(problem, hint, 2.0, 60.0)
+    validate(picked.schedule, problem.graph, problem.mapping, target)
+    assert picked.status == "optimal" and picked.schedule.makespan < hint.makespan
+    assert {t.copy for t in picked.schedule.tasks if t.node in assigned} != {0}
+    monkeypatch.setattr(cpsat, "ASSIGN_MODEL_OPTIONS", 0)
+    assert cpsat.assigned_layers(problem, set(range(target.chip.tiles))) == set()
+    pooled = cpsat.schedule_cpsat(problem, hint, 2.0, 60.0)
+    validate(pooled.schedule, problem.graph, problem.mapping, target)
+    assert picked.schedule.makespan <= pooled.schedule.makespan
+
+
+def test_cpsat_returns_the_hint_when_its_solution_cannot_fit_the_buffers(monkeypatch):
+    """The replay of a solution whose order and copies overflow a tile whatever is held back is
+    refused by the fitting; cpsat then returns the hint, never an invalid schedule."""
+    from cimc.driver import _clsa
+    from cimc.passes.schedule import cpsat
+    problem, target = _spread_problem(64.0)
+    hint = _clsa(problem)
+
+    def refused(*args):
+        raise CapacityError("no cpsat schedule within the tile buffers")
+    monkeypatch.setattr(cpsat, "_rebuild", refused)
+    solved = cpsat.schedule_cpsat(problem, hint, 2.0, 60.0)
+    assert solved.schedule is hint and solved.status == "hint"

@@ -95,6 +95,12 @@ LINK_MODEL_SETS = 5000
 #: need on the copies' tiles); above, a layer's copies are one pool and the copies are given to
 #: sets after the solve.
 ASSIGN_MODEL_OPTIONS = 20000
+#: The most (set, place) pairs of the sets with a choice of place (vector sets, assigned copies)
+#: for which CP-SAT's buffer model holds rows on the tiles of every place (a Boolean and an
+#: optional interval per tile each: on light_squeezenet's 772 copies, whose vector sets each have
+#: dozens of tiles to choose from, 3.3 GB); above, only the rows of sets with one place read by
+#: sets with one place are held.
+BUFFER_MODEL_PLACES = 20000
 STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
           cp_model.MODEL_INVALID: "model_invalid", cp_model.UNKNOWN: "unknown"}
 
@@ -306,17 +312,20 @@ def _buffers(m: cp_model.CpModel, problem: Problem, hint: Schedule, end: list, s
              spilled: frozenset, tight: set[int], horizon: int) -> dict:
     """The buffers of the ``tight`` tiles as cumulative constraints, for the rows of every set
     whose place and whose readers' places there are in the model (one place, or a place picked by
-    the solver), unless the hint spilled them there. The rows of set i on tile t are an interval
-    from their arrival (i's end on its own tile; elsewhere its send, or its end where sends are
-    not modelled, and the transfer) to the end of the last reader on t, of the rows' bytes,
-    present when some reader runs on t, against the tile's capacity. A tile on which the hint
-    itself breaks this (the model's arrival can be earlier than the hint's) is left to the
-    replay. Returns the hint's values of the new variables."""
+    the solver, up to :data:`BUFFER_MODEL_PLACES`), unless the hint spilled them there. The rows
+    of set i on tile t are an interval from their arrival (i's end on its own tile; elsewhere its
+    send, or its end where sends are not modelled, and the transfer from the farthest of i's
+    places) to the end of the last reader on t, of the rows' bytes, present when some reader runs
+    on t, against the tile's capacity. A tile on which the hint itself breaks this (the model's
+    arrival can be earlier than the hint's) is left to the replay. Returns the hint's values of
+    the new variables."""
     if not tight:
         return {}
     capacity = int(problem.cost.target.buffer.kib_per_tile * 1024)
     cost, graph, mapping = problem.cost, problem.graph, problem.mapping
-    placed = [len(opts) == 1 or bool(mine) for opts, mine in zip(problem.options, picks)]
+    choices = sum(len(mine) for mine in picks)
+    placed = [len(opts) == 1 or (bool(mine) and choices <= BUFFER_MODEL_PLACES)
+              for opts, mine in zip(problem.options, picks)]
     chosen = [opts.index(task) for opts, task in zip(problem.options, hint.tasks)]     # the hint's places
     per_tile: dict[int, list] = {}
     for i, successors in enumerate(problem.successors()):
@@ -339,20 +348,24 @@ def _buffers(m: cp_model.CpModel, problem: Problem, hint: Schedule, end: list, s
             if (i, tile) in spilled:
                 continue
 
-            def arrival(option) -> tuple:
-                """The rows' arrival on the tile from this place of set i: in the model, in the hint."""
-                if option.tile == tile:
-                    return end[i], hint.end(i)
-                lag = cost.tensor_transfer_cycles(tensor, rows, option.tile, tile)
-                return (sends[i] if i in sends else end[i]) + lag, (hint.send(i) if i in sends else hint.end(i)) + lag
-
-            if len(problem.options[i]) == 1:
-                arrive, hinted = arrival(problem.options[i][0])
+            # the rows arrive when i ends if it runs on the tile, else the transfer after they leave
+            # (from the farthest of its other places: a later arrival, a shorter hold, a relaxation)
+            lag = max((cost.tensor_transfer_cycles(tensor, rows, o.tile, tile) for o in problem.options[i]
+                       if o.tile != tile), default=0)
+            sent, sent_hint = (sends[i], hint.send(i)) if i in sends else (end[i], hint.end(i))
+            local = [k for k, o in enumerate(problem.options[i]) if o.tile == tile]
+            hinted = hint.end(i) if chosen[i] in local else sent_hint + lag
+            if len(local) == len(problem.options[i]):
+                arrive = end[i]
+            elif not local:
+                arrive = sent + lag
             else:
-                arrive = m.NewIntVar(0, horizon, f"a{i}_{tile}")
-                for option, p in zip(problem.options[i], picks[i]):
-                    m.Add(arrive == arrival(option)[0]).OnlyEnforceIf(p)
-                hinted = arrival(problem.options[i][chosen[i]])[1]
+                arrive, here = m.NewIntVar(0, horizon, f"a{i}_{tile}"), m.NewBoolVar(f"o{i}_{tile}")
+                m.AddBoolOr([picks[i][k] for k in local]).OnlyEnforceIf(here)
+                for k in local:
+                    m.AddImplication(picks[i][k], here)
+                m.Add(arrive == end[i]).OnlyEnforceIf(here)
+                m.Add(arrive == sent + lag).OnlyEnforceIf(here.Not())
             until = m.NewIntVar(0, horizon, f"u{i}_{tile}")
             literals, always = [], False             # a reader with one place: the rows are always there
             for j, k in mine:
@@ -375,8 +388,8 @@ def _buffers(m: cp_model.CpModel, problem: Problem, hint: Schedule, end: list, s
                 there = any(chosen[j] == k for j, k in mine)
                 interval = m.NewOptionalIntervalVar(arrive, size, until, present, f"b{i}_{tile}")
             hints = {until: last, size: last - hinted} | ({} if present is None else {present: there})
-            if len(problem.options[i]) > 1:
-                hints[arrive] = hinted
+            if 0 < len(local) < len(problem.options[i]):
+                hints[arrive], hints[here] = hinted, chosen[i] in local
             per_tile.setdefault(tile, []).append((interval, math.ceil(cost.rows_bytes(tensor, rows)),
                                                   (hinted, last) if there else None, hints))
     out: dict = {}

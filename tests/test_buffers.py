@@ -135,7 +135,7 @@ def test_a_buffer_smaller_than_one_set_is_refused():
 
 @settings(max_examples=12, deadline=None)
 @given(kib=st.floats(0.7, 3.0), latency=st.integers(0, 300), memory=st.booleans(),
-       scheduler=st.sampled_from(["layer", "clsa"]), builder=st.sampled_from(["conv_chain_net", "residual_net"]))
+       scheduler=st.sampled_from(SCHEDULERS), builder=st.sampled_from(["conv_chain_net", "residual_net"]))
 def test_every_buffer_fits_or_is_refused_with_a_reason(kib, latency, memory, scheduler, builder):
     """Any buffer size, memory latency, with or without a global memory: a compile either fits
     every tile (the compiler's validator has checked it on its own) or is refused with a

@@ -41,13 +41,14 @@ The model, for one duplication (copies per layer) and one mapping:
 - the tile buffers (:mod:`.memory`): rows the hint spilled wherever their reader runs
   reach it no sooner than a store and a load after their producer ends; on each tile whose
   buffer could overflow (:func:`tight_tiles`), the rows of every set whose place and whose
-  readers' places there are in the model (one place, or one the solver picks) are
+  readers' places there are in the model (one place, or the copy the solver picks) are
   intervals from their arrival to their last reader's end, present when a reader runs
   there, in a cumulative of the buffer's bytes (for models of at most
   :data:`LINK_MODEL_SETS` sets, on the tiles where the hint fits that model,
-  :func:`_buffers`); the rows read by pooled copies and the memory channel are left to the
-  replay, which spills more or holds rows back where the solver's order overflows a tile
-  (status ``feasible`` when that lengthens it; the hint when it cannot fit at all);
+  :func:`_buffers`); the rows of vector sets that pick a tile, the rows read by pooled
+  copies and the memory channel are left to the replay, which spills more or holds rows
+  back where the solver's order overflows a tile (status ``feasible`` when that lengthens
+  it; the hint when it cannot fit at all);
 - minimize the makespan.
 
 Which copies each layer gets is decided outside, by :func:`improve_copies`: a
@@ -95,12 +96,6 @@ LINK_MODEL_SETS = 5000
 #: need on the copies' tiles); above, a layer's copies are one pool and the copies are given to
 #: sets after the solve.
 ASSIGN_MODEL_OPTIONS = 20000
-#: The most (set, place) pairs of the sets with a choice of place (vector sets, assigned copies)
-#: for which CP-SAT's buffer model holds rows on the tiles of every place (a Boolean and an
-#: optional interval per tile each: on light_squeezenet's 772 copies, whose vector sets each have
-#: dozens of tiles to choose from, 3.3 GB); above, only the rows of sets with one place read by
-#: sets with one place are held.
-BUFFER_MODEL_PLACES = 20000
 STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
           cp_model.MODEL_INVALID: "model_invalid", cp_model.UNKNOWN: "unknown"}
 
@@ -311,8 +306,11 @@ def assigned_layers(problem: Problem, tight: set[int]) -> set[str]:
 def _buffers(m: cp_model.CpModel, problem: Problem, hint: Schedule, end: list, sends: dict, picks: list[list],
              spilled: frozenset, tight: set[int], horizon: int) -> dict:
     """The buffers of the ``tight`` tiles as cumulative constraints, for the rows of every set
-    whose place and whose readers' places there are in the model (one place, or a place picked by
-    the solver, up to :data:`BUFFER_MODEL_PLACES`), unless the hint spilled them there. The rows
+    whose place and whose readers' places there are in the model (one place, or the copy the
+    solver picks), unless the hint spilled them there. The rows of a vector set that picks a tile
+    are left to the replay: held on every tile it may pick, they cost a Boolean and an optional
+    interval per tile (3.3 GB on light_squeezenet, whose vector sets have dozens of tiles each),
+    and CP-SAT then found nothing better than the hint on light_vgg19 within its budget. The rows
     of set i on tile t are an interval from their arrival (i's end on its own tile; elsewhere its
     send, or its end where sends are not modelled, and the transfer from the farthest of i's
     places) to the end of the last reader on t, of the rows' bytes, present when some reader runs
@@ -323,9 +321,7 @@ def _buffers(m: cp_model.CpModel, problem: Problem, hint: Schedule, end: list, s
         return {}
     capacity = int(problem.cost.target.buffer.kib_per_tile * 1024)
     cost, graph, mapping = problem.cost, problem.graph, problem.mapping
-    choices = sum(len(mine) for mine in picks)
-    placed = [len(opts) == 1 or (bool(mine) and choices <= BUFFER_MODEL_PLACES)
-              for opts, mine in zip(problem.options, picks)]
+    placed = [len(opts) == 1 or (opts[0].kind == "mvm" and bool(mine)) for opts, mine in zip(problem.options, picks)]
     chosen = [opts.index(task) for opts, task in zip(problem.options, hint.tasks)]     # the hint's places
     per_tile: dict[int, list] = {}
     for i, successors in enumerate(problem.successors()):

@@ -334,7 +334,7 @@ def _buffers(m: cp_model.CpModel, problem: Problem, hint: Schedule, end: list, s
             if problem.streamed[j]:
                 continue
             tiles = [[t for t in task_tiles(option, mapping) if t in tight] for option in problem.options[j]]
-            if not placed[j] and any(tiles):        # a copy of a pooled layer: where it reads is unknown
+            if not placed[j] and any(tiles):        # a pooled copy, or a vector set picking a tile: left out
                 readers = {}
                 break
             for k, mine in enumerate(tiles):
@@ -343,7 +343,6 @@ def _buffers(m: cp_model.CpModel, problem: Problem, hint: Schedule, end: list, s
         for tile, mine in readers.items():
             if (i, tile) in spilled:
                 continue
-
             # the rows arrive when i ends if it runs on the tile, else the transfer after they leave
             # (from the farthest of its other places: a later arrival, a shorter hold, a relaxation)
             lag = max((cost.tensor_transfer_cycles(tensor, rows, o.tile, tile) for o in problem.options[i]

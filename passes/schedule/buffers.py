@@ -58,7 +58,7 @@ def holds(problem: Problem, schedule: Schedule) -> list[Hold]:
     for x in schedule.loads:
         loads.setdefault((x.task, x.tile), []).append(x)
     out = []
-    for i, successors in enumerate(problem.successors()):
+    for i, successors in enumerate(problem.successors):
         if not successors or problem.streamed[i]:
             continue
         task = schedule.tasks[i]

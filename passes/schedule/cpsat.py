@@ -279,7 +279,7 @@ def tight_tiles(problem: Problem, spilled: frozenset) -> set[int]:
         if opts[0].node not in places:
             places[opts[0].node] = {t for o in opts for t in task_tiles(o, problem.mapping)}
     worst: dict[int, float] = {}
-    for i, successors in enumerate(problem.successors()):
+    for i, successors in enumerate(problem.successors):
         if problem.streamed[i]:
             continue
         tiles = {t for j, _ in successors if not problem.streamed[j] for t in places[problem.options[j][0].node]}
@@ -324,7 +324,7 @@ def _buffers(m: cp_model.CpModel, problem: Problem, hint: Schedule, end: list, s
     placed = [len(opts) == 1 or (opts[0].kind == "mvm" and bool(mine)) for opts, mine in zip(problem.options, picks)]
     chosen = [opts.index(task) for opts, task in zip(problem.options, hint.tasks)]     # the hint's places
     per_tile: dict[int, list] = {}
-    for i, successors in enumerate(problem.successors()):
+    for i, successors in enumerate(problem.successors):
         if problem.streamed[i] or not placed[i]:
             continue
         tensor, rows = graph.node(problem.options[i][0].node).outputs[0], problem.options[i][0].out_rows

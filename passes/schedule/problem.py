@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from cimc.errors import CapacityError
 from cimc.ir import Graph
@@ -71,7 +72,7 @@ class Problem:
         """(producer, tile) pairs that must go through the global memory: every input of a
         streamed set, on each tile it may run on, and every output of one."""
         forced = set()
-        succ = self.successors()
+        succ = self.successors
         for i, opts in enumerate(self.options):
             if self.streamed[i]:
                 places = {tile for o in opts for tile in task_tiles(o, self.mapping)}
@@ -91,7 +92,10 @@ class Problem:
             sets[opts[0].node] = sets.get(opts[0].node, 0) + 1
         return sets
 
+    @cached_property
     def successors(self) -> list[list[tuple[int, int]]]:
+        """For each set, the sets that read its rows, with their edges' latency: built once, as
+        the buffer count of every fitting round and the CP-SAT model walk it."""
         out: list[list[tuple[int, int]]] = [[] for _ in self.options]
         for i, mine in enumerate(self.edges):
             for p, lat in mine:
@@ -173,7 +177,7 @@ def heads_tails(problem: Problem, times: list[int], latency: bool) -> tuple[list
     for i in range(n):                          # ids are topological
         head[i] = max((head[p] + times[p] + (lat if latency else 0) for p, lat in problem.edges[i]), default=0)
     tail = [0] * n
-    succ = problem.successors()
+    succ = problem.successors
     for i in reversed(range(n)):
         tail[i] = times[i] + max(((lat if latency else 0) + tail[j] for j, lat in succ[i]), default=0)
     return head, tail

@@ -283,9 +283,10 @@ def tight_tiles(problem: Problem, spilled: frozenset) -> set[int]:
         if problem.streamed[i]:
             continue
         tiles = {t for j, _ in successors if not problem.streamed[j] for t in places[problem.options[j][0].node]}
+        size = problem.out_bytes(i)
         for t in tiles:
             if (i, t) not in spilled:
-                worst[t] = worst.get(t, 0.0) + problem.out_bytes(i)
+                worst[t] = worst.get(t, 0.0) + size
     return {t for t, held in worst.items() if held > capacity}
 
 
@@ -295,8 +296,10 @@ def assigned_layers(problem: Problem, tight: set[int]) -> set[str]:
     leave on) or sit on a tile whose buffer could overflow (the rows that tile holds), if their
     (set, copy) pairs number at most :data:`ASSIGN_MODEL_OPTIONS`; else none. The copies of
     the other layers are alike to every constraint, and stay one pool."""
-    homes = {opts[0].node: {o.tile for o in opts} for opts in problem.options
-             if len(opts) > 1 and opts[0].kind == "mvm"}
+    homes: dict[str, set[int]] = {}                 # duplicated layer -> its copies' home tiles
+    for opts in problem.options:
+        if len(opts) > 1 and opts[0].kind == "mvm" and opts[0].node not in homes:
+            homes[opts[0].node] = {o.tile for o in opts}
     layers = {name for name, tiles in homes.items()
               if len(tiles) > 1 or tight.intersection(problem.mapping.layers[name].tiles)}
     pairs = sum(len(opts) for opts in problem.options if opts[0].node in layers)
@@ -328,7 +331,7 @@ def _buffers(m: cp_model.CpModel, problem: Problem, hint: Schedule, end: list, s
         if problem.streamed[i] or not placed[i]:
             continue
         tensor, rows = graph.node(problem.options[i][0].node).outputs[0], problem.options[i][0].out_rows
-        rows = rows[1] - rows[0]
+        rows, demand = rows[1] - rows[0], math.ceil(problem.out_bytes(i))
         readers: dict[int, list[tuple[int, int]]] = {}      # tile -> (reader, its option) that read there
         for j, _ in successors:
             if problem.streamed[j]:
@@ -385,7 +388,7 @@ def _buffers(m: cp_model.CpModel, problem: Problem, hint: Schedule, end: list, s
             hints = {until: last, size: last - hinted} | ({} if present is None else {present: there})
             if 0 < len(local) < len(problem.options[i]):
                 hints[arrive], hints[here] = hinted, chosen[i] in local
-            per_tile.setdefault(tile, []).append((interval, math.ceil(cost.rows_bytes(tensor, rows)),
+            per_tile.setdefault(tile, []).append((interval, demand,
                                                   (hinted, last) if there else None, hints))
     out: dict = {}
     for tile, held in per_tile.items():

@@ -219,7 +219,8 @@ def _cmd_compile(args: argparse.Namespace) -> None:
     from cimc.schedule_views import cycles
     duplicated = sum(c > 1 for c in r["copies"].values())
     print(f"  lower bound {r['lower_bound_cycles']} cycles (gap {100 * r['gap']:.1f} %); layers duplicated: "
-          f"{duplicated} ({sum(r['copies'].values())} copies of {len(r['copies'])} layers, {r['placement']}); "
+          f"{duplicated} ({sum(r['copies'].values())} copies of {len(r['copies'])} layers, {r['placement']}"
+          + (f", {sum(r['idle_copies'].values())} idle" if r["idle_copies"] else "") + "); "
           f"same mapping: "
           f"layer {cycles(r['comparison']['layer'])}, clsa {cycles(r['comparison']['clsa'])}; layer by layer "
           f"without duplication {cycles(r['comparison']['layer_one_copy'])}; activation buffer peak "

@@ -227,13 +227,13 @@ def _schedule(graph: Graph, target: Target, single: Mapping, blocks, scheduler: 
 def _layer(problem: Problem) -> Schedule:
     """Layer by layer, within the tile buffers (spilling to the global memory, or holding rows
     back, where needed)."""
-    return fit(problem, lambda spilled, not_before: schedule_layer_by_layer(problem, spilled, not_before))
+    return fit(problem, lambda fitting: schedule_layer_by_layer(problem, fitting))
 
 
 def _clsa(problem: Problem) -> Schedule:
     """CLSA-CIM's schedule, within the tile buffers (spilling to the global memory, or holding rows
     back, where needed)."""
-    return fit(problem, lambda spilled, not_before: schedule_clsa(problem, spilled=spilled, not_before=not_before))
+    return fit(problem, lambda fitting: schedule_clsa(problem, fitting=fitting))
 
 
 def _makespan(scheduler, problem: Problem) -> int | None:
@@ -255,10 +255,16 @@ def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target:
     # rows spilled to the global memory (one inference), and what moving them costs
     stored = sum(problem.out_bytes(x.task) for x in schedule.stores)
     loaded = sum(problem.out_bytes(x.task) for x in schedule.loads)
+    # copies the buffer fitting left idle (memory.py), or that no set needed
+    running: dict[str, set[int]] = {}
+    for t in schedule.tasks:
+        running.setdefault(t.node, set()).add(t.copy)
+    idle = {name: lm.copies - len(running.get(name, ())) for name, lm in problem.mapping.layers.items()}
     return {
         "lower_bound_cycles": int(bound), "lower_bounds": {k: int(v) for k, v in bounds.items()},
         "gap": (makespan - bound) / makespan if makespan else 0.0,
         "copies": {name: lm.copies for name, lm in problem.mapping.layers.items()},
+        "idle_copies": {name: n for name, n in idle.items() if n},
         "placement": solver["placement"],
         "solver_status": solver["status"], "solver_bound_cycles": solver["bound"],
         "solver_work": solver["work"], "solver_limit": solver["limit"],

@@ -115,7 +115,7 @@ def test_without_a_global_memory_rows_are_held_back_or_the_compile_is_refused():
     """Layer by layer must hold whole tensors: with no global memory to spill to, it is refused.
     A cross-layer schedule can fit by holding rows back (their producers start later), at a
     price in cycles; the report then has no layer-by-layer figure to compare with."""
-    with pytest.raises(CapacityError, match=r"it has no \[memory\] to spill them to\); add a \[memory\] table"):
+    with pytest.raises(CapacityError, match=r"it has no \[memory\] to spill rows to\); add a \[memory\] table"):
         _compile("residual_net", _chip(1.0, memory=False), "layer")
     tight = _compile("conv_chain_net", _chip(0.75, memory=False), "clsa")
     roomy = _compile("conv_chain_net", _chip(64.0, memory=False), "clsa")
@@ -131,6 +131,35 @@ def test_without_a_global_memory_rows_are_held_back_or_the_compile_is_refused():
 def test_a_buffer_smaller_than_one_set_is_refused():
     with pytest.raises(CapacityError, match="needs .* KiB of activation buffer for its input and output rows"):
         _compile("residual_net", _chip(0.1), "clsa")
+
+
+def test_copies_a_tile_cannot_feed_at_once_are_left_idle():
+    """conv1 in eight copies, most on one tile: layer by layer, its sets all start together and
+    each reads three 256-byte rows, more than a 2 KiB buffer holds at once while all are being
+    read. Holding rows back only moved that overflow from round to round (no schedule within the
+    rounds allowed); the fitting now leaves copies idle until the rest fit, and the report says how
+    many."""
+    from cimc.driver import _layer, _schedule_report
+    from cimc.passes.mapping import map_layers
+    from cimc.passes.schedule.cost import CostModel
+    from cimc.passes.schedule.problem import build_problem
+    from test_cross_layer import _graph
+    data = preset_dict("small")
+    data["chip"]["pes_per_tile"] = 40
+    data["buffer"] = {"kib_per_tile": 2.0}
+    target = target_from_dict(data, "small-wide-tiles")
+    g = _graph(models.conv_chain_net(hw=16), target)
+    mapping = map_layers(g, target, copies={"conv1": 8})
+    problem = build_problem(g, mapping, CostModel(target, g, mapping))
+    homes = [o.tile for o in next(opts for opts in problem.options if opts[0].node == "conv1")]
+    assert max(homes.count(t) for t in homes) >= 4, "copies must share a tile's buffer"
+    schedule = _layer(problem)
+    validate(schedule, g, mapping, target)
+    running = {t.copy for t in schedule.tasks if t.node == "conv1"}
+    assert 1 < len(running) < 8
+    solver = {"placement": "packed", "status": None, "bound": None, "work": None, "limit": None,
+              "comparison": {"layer": schedule.makespan}}
+    assert _schedule_report(problem, schedule, solver, target)["idle_copies"] == {"conv1": 8 - len(running)}
 
 
 @settings(max_examples=12, deadline=None)

@@ -24,7 +24,7 @@ from cimc.passes.schedule.clsa import schedule_clsa
 from cimc.passes.schedule.cost import CostModel
 from cimc.passes.schedule.duplication import greedy_copies
 from cimc.passes.schedule.layer import schedule_layer_by_layer
-from cimc.passes.schedule.placement import Placer
+from cimc.passes.schedule.placement import Fitting, Placer
 from cimc.passes.schedule.problem import build_problem, lower_bounds
 from cimc.passes.schedule.sets import node_sets, row_granular
 from cimc.passes.schedule.validator import ScheduleInvalid, validate
@@ -335,7 +335,7 @@ def test_each_set_goes_to_the_copy_on_which_it_finishes_first(small, spill, spre
     mapping = map_layers(g, small, copies={"conv0": 3, "conv1": 2, "conv2": 4}, spread=spread)
     p = build_problem(g, mapping, CostModel(small, g, mapping))
     spilled = frozenset((i, t) for i in range(p.size) for t in range(mapping.tiles_used)) if spill else frozenset()
-    placer, sends, choices = Placer(p, spilled), [0] * p.size, 0
+    placer, sends, choices = Placer(p, Fitting(spilled)), [0] * p.size, 0
     for k, options in enumerate(p.options):
         finishes = []
         for option in options:

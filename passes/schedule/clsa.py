@@ -20,24 +20,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cimc.passes.schedule.model import Schedule, Write
-from cimc.passes.schedule.placement import Placer
+from cimc.passes.schedule.placement import Fitting, Placer
 from cimc.passes.schedule.problem import Problem
 
 
 def schedule_clsa(problem: Problem, order: Sequence[int] | None = None, fixed: dict[int, int] | None = None,
-                  name: str = "clsa", spilled: frozenset[tuple[int, int]] = frozenset(),
-                  not_before: dict[int, int] | None = None) -> Schedule:
+                  name: str = "clsa", fitting: Fitting = Fitting()) -> Schedule:
     """As soon as possible, set by set in ``order`` (by default the sets' ids, a topological
     order; any order must list producers before their consumers and a layer's sets in row
     order), each on the option ``fixed[set]`` or else the one on which it finishes first,
-    the ``spilled`` (producer, tile) rows going through the global memory, and no set starting
-    before ``not_before[set]`` (:mod:`.memory` holds rows back that way).
+    within the ``fitting`` that keeps the tile buffers (:mod:`.memory`).
     :mod:`.cpsat` uses the order and choices to rebuild its solution on every resource."""
     n = problem.size
     start, chosen, sends = [0] * n, [None] * n, [0] * n
-    placer = Placer(problem, spilled)
+    placer = Placer(problem, fitting)
     fixed = fixed or {}
-    not_before = not_before or {}
     writes: list[Write] = []
     barrier = 0                                     # crossbar sets start after their segment's write
     crossbars_done = 0                              # when every crossbar set placed so far stops computing
@@ -48,7 +45,7 @@ def schedule_clsa(problem: Problem, order: Sequence[int] | None = None, fixed: d
             at = max(crossbars_done, writes[-1].end if writes else 0)
             writes.append(Write(first.segment, at, problem.write_cycles[first.segment]))
             barrier = writes[-1].end
-        after = max(previous.get(first.node, 0), barrier if first.kind == "mvm" else 0, not_before.get(k, 0))
+        after = max(previous.get(first.node, 0), barrier if first.kind == "mvm" else 0)
         options = [problem.options[k][fixed[k]]] if k in fixed else problem.options[k]
         start[k], chosen[k], sends[k] = placer.place(k, options, after, sends)
         previous[first.node] = start[k]

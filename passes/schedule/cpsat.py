@@ -417,8 +417,7 @@ def _rebuild(problem: Problem, starts: list[int], picks: dict[int, int], spilled
     Sets then start no later than the solver said (copies being interval-coloured in order of
     start), unless links, the memory channel or buffers the relaxation left out bind."""
     order = sorted(range(problem.size), key=lambda i: (starts[i], i))
-    return fit(problem, lambda more, not_before: schedule_clsa(problem, order, picks, "cpsat", more, not_before),
-               spilled)
+    return fit(problem, lambda fitting: schedule_clsa(problem, order, picks, "cpsat", fitting), spilled)
 
 
 def _spill_cycles(problem: Problem, p: int) -> int:

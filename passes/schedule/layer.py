@@ -11,18 +11,15 @@ everything before it has finished.
 from __future__ import annotations
 
 from cimc.passes.schedule.model import Schedule, Write
-from cimc.passes.schedule.placement import Placer
+from cimc.passes.schedule.placement import Fitting, Placer
 from cimc.passes.schedule.problem import Problem
 
 
-def schedule_layer_by_layer(problem: Problem, spilled: frozenset[tuple[int, int]] = frozenset(),
-                            not_before: dict[int, int] | None = None) -> Schedule:
-    """Layer by layer, the ``spilled`` (producer, tile) rows going through the global memory, and
-    no set starting before ``not_before[set]``."""
-    not_before = not_before or {}
+def schedule_layer_by_layer(problem: Problem, fitting: Fitting = Fitting()) -> Schedule:
+    """Layer by layer, within the ``fitting`` that keeps the tile buffers (:mod:`.memory`)."""
     n = problem.size
     start, chosen, sends = [0] * n, [None] * n, [0] * n
-    placer = Placer(problem, spilled)
+    placer = Placer(problem, fitting)
     writes: list[Write] = []
     clock = 0
     i = 0
@@ -37,7 +34,7 @@ def schedule_layer_by_layer(problem: Problem, spilled: frozenset[tuple[int, int]
             clock = writes[-1].end
         layer_end = clock
         for k in range(i, j):
-            start[k], chosen[k], sends[k] = placer.place(k, problem.options[k], max(clock, not_before.get(k, 0)), sends)
+            start[k], chosen[k], sends[k] = placer.place(k, problem.options[k], clock, sends)
             layer_end = max(layer_end, start[k] + chosen[k].duration)
         clock = layer_end
         i = j

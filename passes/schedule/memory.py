@@ -18,9 +18,13 @@ running several layers at once on it, many copies on one tile), or where the tar
 global memory, the rows that overflowed it are held back instead, until other rows there
 have left: the set producing them starts later (flow control), or for loaded rows their
 reader. The sweep goes on as if they came then, with that set's other rows on the tile, so
-every overflow of a tile is answered in the same round. Spills and delays only grow; a tile
-that still overflows after :data:`MAX_ROUNDS` rounds, or with nothing left to delay, is
-refused with the figures.
+every overflow of a tile is answered in the same round. Where the rows being read at that
+moment overflow the tile alone, because it runs more copies of a layer at once than its buffer
+can feed (super-resolution-10's 224 copies of a layer, 18 to a tile, each reading three 14 KiB
+rows), holding rows back only moves the overflow: instead one of those copies is *retired*,
+left idle for the whole schedule, and its sets go to the layer's other copies. Spills, delays
+and retired copies only grow; a tile that still overflows after :data:`MAX_ROUNDS` rounds, or
+with nothing left to delay or retire, is refused with the figures.
 """
 
 from __future__ import annotations
@@ -31,42 +35,47 @@ from dataclasses import dataclass, replace
 
 from cimc.errors import CapacityError
 from cimc.passes.schedule.buffers import Hold, holds
-from cimc.passes.schedule.model import Schedule
+from cimc.passes.schedule.model import Schedule, task_tiles
+from cimc.passes.schedule.placement import Fitting
 from cimc.passes.schedule.problem import Problem
 
-#: Rounds of spilling or delaying and rescheduling before giving up (each adds a spill or a delay).
-MAX_ROUNDS = 200
+#: Rounds of spilling, delaying or retiring copies and rescheduling before giving up (each adds one or more;
+#: super-resolution-10's layer-by-layer schedule of its 896 copies takes 256).
+MAX_ROUNDS = 300
 #: Rounds a tile may stay over its buffer, its rows held back until just enough others have left,
 #: before they are held back until all have (on rows read by many copies of a layer at once, the
 #: readers held back can take each other's place round after round).
 PATIENCE = 3
 
 Spills = frozenset[tuple[int, int]]
-Builder = Callable[[Spills, dict[int, int]], Schedule]
+Builder = Callable[[Fitting], Schedule]
 
 
 @dataclass(frozen=True)
 class Overflow:
     """A tile over its buffer that spilling cannot help: the rows ``hold`` whose arrival at
     ``cycle`` overflowed it (``bytes`` held then), and when they fit once held back (None:
-    never) until enough of the other rows there have left, or on a stubborn tile all of them."""
+    never) until enough of the other rows there have left, or on a stubborn tile all of them;
+    ``reading``: with the rows being read there then, they overflow it alone."""
     tile: int
     cycle: int
     bytes: float
     hold: Hold
     until: int | None
+    reading: bool
 
 
 def fit(problem: Problem, build: Builder, spilled: Spills = frozenset()) -> Schedule:
-    """The schedule ``build(spilled, not_before)`` makes with the spills and delays found to keep
-    every tile within its buffer (starting from ``spilled`` and the rows that must stream)."""
+    """The schedule ``build(fitting)`` makes with the spills, delays and retired copies found to
+    keep every tile within its buffer (starting from ``spilled`` and the rows that must stream)."""
     target = problem.cost.target
     if target.memory is not None:
         spilled = spilled | problem.forced_spills()
     not_before: dict[int, int] = {}
+    retired: frozenset[tuple[str, int]] = frozenset()
     stubborn: dict[int, int] = {}               # tile -> rounds in a row it overflowed anyway
     for _ in range(MAX_ROUNDS):
-        schedule = build(spilled, not_before)
+        schedule = build(Fitting(spilled, dict(not_before), retired))
         more, stuck = _overflows(problem, schedule, spilled, {t for t, n in stubborn.items() if n > PATIENCE})
         if more:
             spilled = spilled | more
@@ -74,15 +83,18 @@ def fit(problem: Problem, build: Builder, spilled: Spills = frozenset()) -> Sche
         if not stuck:
             return schedule
         stubborn = {t: stubborn.get(t, 0) + 1 for t in {o.tile for o in stuck}}
-        if not _delay(schedule, stuck, not_before):
+        idle = _retire(problem, schedule, [o for o in stuck if o.reading])
+        retired = retired | set(idle.values())
+        delayed = _delay(schedule, [o for o in stuck if o.tile not in idle], not_before)
+        if not idle and not delayed:
             first = stuck[0]
             raise CapacityError(f"the {schedule.scheduler} schedule needs {first.bytes / 1024:.1f} KiB of activation "
                                 f"buffer on tile {first.tile} at cycle {first.cycle}, more than the "
                                 f"{target.buffer.kib_per_tile:g} KiB of target {target.name}, and neither spilling"
-                                f"{'' if target.memory else ' (it has no [memory])'} nor delaying rows helps; choose "
-                                f"a larger [buffer] kib_per_tile")
-    how = "spilling and delaying rows; choose" if target.memory else \
-        "delaying rows (it has no [memory] to spill them to); add a [memory] table or choose"
+                                f"{'' if target.memory else ' (it has no [memory])'} nor delaying rows nor leaving "
+                                f"copies idle helps; choose a larger [buffer] kib_per_tile")
+    how = "spilling, delaying rows and leaving copies idle; choose" if target.memory else \
+        "delaying rows and leaving copies idle (it has no [memory] to spill rows to); add a [memory] table or choose"
     raise CapacityError(f"no {schedule.scheduler} schedule within the {target.buffer.kib_per_tile:g} KiB tile "
                         f"buffers of target {target.name} after {MAX_ROUNDS} rounds of {how} a larger [buffer] "
                         f"kib_per_tile")
@@ -93,6 +105,31 @@ def _victim(hold: Hold) -> int:
     starts later (as flow control does); loaded rows, when their first reader does (the load
     follows it)."""
     return hold.readers[0] if hold.loaded else hold.producer
+
+
+def _retire(problem: Problem, schedule: Schedule, reading: list[Overflow]) -> dict[int, tuple[str, int]]:
+    """A copy to leave idle on each tile where rows being read overflow it, read by copies of a
+    layer running there at once: of the layer with the most copies running there then (at
+    least two, so it keeps one), the copy of the set that started last."""
+    first: dict[int, Overflow] = {}
+    for o in reading:
+        first.setdefault(o.tile, o)
+    running: dict[int, dict[str, list[tuple[int, int]]]] = {tile: {} for tile in first}
+    for k, task in enumerate(schedule.tasks):
+        if task.kind != "mvm":
+            continue
+        for tile in task_tiles(task, problem.mapping):
+            o = first.get(tile)
+            if o is not None and schedule.start[k] <= o.cycle < schedule.end(k):
+                running[tile].setdefault(task.node, []).append((schedule.start[k], task.copy))
+    idle = {}
+    for tile, o in first.items():
+        readers = {schedule.tasks[r].node for r in o.hold.readers}
+        layers = [(len({c for _, c in sets}), node) for node, sets in running[tile].items() if node in readers]
+        count, node = max(layers, default=(0, ""))
+        if count > 1:
+            idle[tile] = (node, max(running[tile][node])[1])
+    return idle
 
 
 def _delay(schedule: Schedule, stuck: list[Overflow], not_before: dict[int, int]) -> bool:
@@ -178,7 +215,8 @@ def _overflows(problem: Problem, schedule: Schedule, spilled: Spills,
                     if level - left <= capacity:
                         until = end
                         break
-            stuck.append(Overflow(tile, cycle, level, original[k], until))
+            reading = h.bytes + sum(mine[j].bytes for j in active if j != k and mine[j].next_use(cycle) is None)
+            stuck.append(Overflow(tile, cycle, level, original[k], until, reading > capacity))
             if until is None:
                 continue
             # the victim's other rows here, arrived or to come, move with it

@@ -11,14 +11,17 @@ capacity the schedulers respect and the validator checks.
 Rows spilled to the global memory (a set of (producer, tile) pairs chosen by
 :mod:`.memory`) are stored once from the producer's tile when it ends, and loaded into
 each tile that reads them when its first reader there is placed; the channel carries one
-transfer at a time. A tile reads spilled rows from its load, not from the network.
+transfer at a time. A tile reads spilled rows from its load, not from the network. What else
+:mod:`.memory` imposes to keep the tile buffers (sets held back, copies left idle) the placer
+applies too, so that every list scheduler honours it alike (:class:`Fitting`).
 """
 
 from __future__ import annotations
 
 import bisect
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from cimc.passes.schedule.model import Load, Schedule, Store, Task, Write, serving_load, task_tiles
 from cimc.passes.schedule.problem import Problem
@@ -68,6 +71,18 @@ class Timeline:
         del self.starts[k], self.ends[k]
 
 
+@dataclass(frozen=True)
+class Fitting:
+    """What a list schedule is built with to keep every tile within its buffer (:mod:`.memory`
+    finds it): the (producer, tile) rows ``spilled`` to the global memory, no set starting
+    before ``not_before[set]``, and the ``retired`` (layer, copy) pairs that run no set (a tile
+    whose buffer cannot feed all its copies of a layer at once). A set fixed to a retired copy
+    goes to the copy of its layer on which it finishes first."""
+    spilled: frozenset[tuple[int, int]] = frozenset()
+    not_before: Mapping[int, int] = field(default_factory=dict)
+    retired: frozenset[tuple[str, int]] = frozenset()
+
+
 def resource_key(task: Task) -> str:
     """What a set occupies: one copy of its layer (all that copy's crossbars), or its tile's GPEUs."""
     return f"{task.node}#{task.copy}" if task.kind == "mvm" else task.resources[0]
@@ -78,14 +93,14 @@ def link_key(tile: int) -> str:
 
 
 class Placer:
-    """The timelines of every resource of one schedule being built, with ``spilled`` rows
-    going through the global memory."""
+    """The timelines of every resource of one schedule being built, within the ``fitting``."""
 
-    def __init__(self, problem: Problem, spilled: frozenset[tuple[int, int]] = frozenset()) -> None:
+    def __init__(self, problem: Problem, fitting: Fitting = Fitting()) -> None:
         self.problem = problem
         self.lines: dict[str, Timeline] = {}
-        self.spilled = spilled
-        self.stored = {p for p, _ in spilled}
+        self.fitting = fitting
+        self.spilled = fitting.spilled
+        self.stored = {p for p, _ in fitting.spilled}
         self.stores: dict[int, Store] = {}
         self.loads: dict[tuple[int, int], list[Load]] = {}     # (producer, tile) -> its loads
         self.used: dict[tuple[int, int, int], int] = {}        # (producer, tile, load start) -> last reader's end
@@ -115,11 +130,16 @@ class Placer:
             self._line(link_key(tile)).reserve(start + option.compute, cycles)
 
     def place(self, task_id: int, options: list[Task], after: int, sends: Sequence[int]) -> tuple[int, Task, int]:
-        """Put a set, free to start from ``after`` once its inputs are there (its producers'
-        rows leave at ``sends``), on the option on which it finishes first; book its resources,
-        links and loads. Returns its start, the option and when its rows leave."""
+        """Put a set, free to start from ``after`` (and its ``not_before``) once its inputs are
+        there (its producers' rows leave at ``sends``), on the option that is not retired on
+        which it finishes first; book its resources, links and loads. Returns its start, the
+        option and when its rows leave."""
+        retired = self.fitting.retired
+        if retired:
+            options = ([o for o in options if (o.node, o.copy) not in retired]
+                       or [o for o in self.problem.options[task_id] if (o.node, o.copy) not in retired])
         # rows that were not spilled come over the network, wherever the set runs
-        ready, stored = after, []
+        ready, stored = max(after, self.fitting.not_before.get(task_id, 0)), []
         for p, latency in self.problem.edges[task_id]:
             if p in self.stored:
                 stored.append((p, latency))

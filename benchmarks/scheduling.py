@@ -78,6 +78,7 @@ def measure(key: str) -> dict:
                           "bound": r["lower_bound_cycles"], "gap": r["gap"], "status": r["solver_status"],
                           "limit": r.get("solver_limit"), "work": r.get("solver_work"),
                           "copies": sum(r["copies"].values()), "layers": len(r["copies"]),
+                          "idle": sum(r["idle_copies"].values()),
                           "placement": r["placement"],
                           "segments": r["segments"], "crossbars": r["crossbars_used"],
                           "split": len(r["split_layers"]),
@@ -184,6 +185,9 @@ def report(measured: list[dict], wall: float) -> str:
             f"{next((m['layer']['makespan'] / m['cpsat']['makespan'] for m in ok if m['key'] == 'light_resnet50'), 0):.1f}x "
             f"faster than layer by layer.",
             f"- cpsat worse than clsa on: {', '.join(worse) or 'no model'}.",
+            "- Copies that run no set (left idle where a tile could not feed them all at once; clsa / cpsat): "
+            + (", ".join(f"{m['key']} {m['clsa']['idle']} / {m['cpsat']['idle']}" for m in ok
+                         if m["clsa"]["idle"] or m["cpsat"]["idle"]) or "none") + ".",
             f"- Models where a decision exists (the crossbar budget binds: a layer has fewer copies "
             f"than sets; or the clsa schedule is not optimal: CP-SAT does not prove it so or finds a shorter "
             f"one, so shared GPEUs or links bind): "

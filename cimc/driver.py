@@ -255,7 +255,7 @@ def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target:
     # rows spilled to the global memory (one inference), and what moving them costs
     stored = sum(problem.out_bytes(x.task) for x in schedule.stores)
     loaded = sum(problem.out_bytes(x.task) for x in schedule.loads)
-    # copies the buffer fitting left idle (memory.py), or that no set needed
+    # copies that run no set: left idle by the buffer fitting (memory.py), or not picked by CP-SAT
     running: dict[str, set[int]] = {}
     for t in schedule.tasks:
         running.setdefault(t.node, set()).add(t.copy)

@@ -185,7 +185,8 @@ def report(measured: list[dict], wall: float) -> str:
             f"{next((m['layer']['makespan'] / m['cpsat']['makespan'] for m in ok if m['key'] == 'light_resnet50'), 0):.1f}x "
             f"faster than layer by layer.",
             f"- cpsat worse than clsa on: {', '.join(worse) or 'no model'}.",
-            "- Copies that run no set (left idle where a tile could not feed them all at once; clsa / cpsat): "
+            "- Copies that run no set, clsa / cpsat (no set needed them: another copy finishes each as early; "
+            "or the buffer fitting left them idle, as on super-resolution-10): "
             + (", ".join(f"{m['key']} {m['clsa']['idle']} / {m['cpsat']['idle']}" for m in ok
                          if m["clsa"]["idle"] or m["cpsat"]["idle"]) or "none") + ".",
             f"- Models where a decision exists (the crossbar budget binds: a layer has fewer copies "

@@ -148,6 +148,8 @@ class Placer:
         chosen, start, finish = None, 0, 0
         idle: set[tuple] = set()
         for option in options:
+            if chosen is not None and ready + option.duration >= finish:
+                continue            # it starts at ``ready`` at the earliest: it cannot finish first
             # copies idle from ``ready`` on, on the same tiles, start alike: only the first is tried
             # (a layer with a copy per set has hundreds of options)
             line = self._line(resource_key(option))

@@ -255,7 +255,8 @@ def _schedule_report(problem: Problem, schedule: Schedule, solver: dict, target:
     # rows spilled to the global memory (one inference), and what moving them costs
     stored = sum(problem.out_bytes(x.task) for x in schedule.stores)
     loaded = sum(problem.out_bytes(x.task) for x in schedule.loads)
-    # copies that run no set: left idle by the buffer fitting (memory.py), or not picked by CP-SAT
+    # copies that run no set: no set needed them (another copy finished each as early, or CP-SAT
+    # picked others), or the buffer fitting left them idle (memory.py)
     running: dict[str, set[int]] = {}
     for t in schedule.tasks:
         running.setdefault(t.node, set()).add(t.copy)

@@ -31,6 +31,7 @@ class OperatorSpan:
     name: str
     kind: str
     copies: int
+    idle: int            # copies that run none of its sets
     sets: int
     tile: int
     start: int
@@ -55,12 +56,13 @@ def operator_spans(program: Program) -> list[OperatorSpan]:
         end = max(sched.end(t.id) for t in tasks)
         n = copies.get(name, 1)
         busy = sum(t.compute for t in tasks) / ((end - start) * n) if end > start else 0.0
-        spans.append(OperatorSpan(name, tasks[0].kind, n, len(tasks), tasks[0].tile, start, end, busy))
+        idle = n - len({t.copy for t in tasks}) if tasks[0].kind == "mvm" else 0
+        spans.append(OperatorSpan(name, tasks[0].kind, n, idle, len(tasks), tasks[0].tile, start, end, busy))
     return spans
 
 
 def render_text(program: Program, width: int = 64) -> str:
-    """A table per operator (copies, sets, start, end, busy fraction) and an ASCII timeline."""
+    """A table per operator (copies, those idle, sets, start, end, busy fraction) and an ASCII timeline."""
     sched = program.schedule
     makespan = max(sched.makespan, 1)
     r = program.report
@@ -68,7 +70,7 @@ def render_text(program: Program, width: int = 64) -> str:
              f"PE utilization {100 * r['pe_utilization']:.1f} %, lower bound {r['lower_bound_cycles']} cycles "
              f"(gap {100 * r['gap']:.1f} %); same mapping: layer {cycles(r['comparison']['layer'])}, clsa "
              f"{cycles(r['comparison']['clsa'])}", "",
-             f"{'operator':<30} {'kind':<5} {'copies':>6} {'sets':>5} {'tile':>4} {'start':>10} {'end':>10} "
+             f"{'operator':<30} {'kind':<5} {'copies':>6} {'idle':>4} {'sets':>5} {'tile':>4} {'start':>10} {'end':>10} "
              f"{'busy':>6}  timeline"]
 
     def bar(a: int, b: int) -> str:
@@ -77,10 +79,10 @@ def render_text(program: Program, width: int = 64) -> str:
         return f"|{' ' * lo + '#' * (hi - lo):<{width}}|"
 
     for w in sched.writes:
-        lines.append(f"{'write segment ' + str(w.segment):<30} {'write':<5} {'':>6} {'':>5} {'':>4} "
+        lines.append(f"{'write segment ' + str(w.segment):<30} {'write':<5} {'':>6} {'':>4} {'':>5} {'':>4} "
                      f"{w.start:>10} {w.end:>10} {'':>6}  {bar(w.start, w.end)}")
     for s in operator_spans(program):
-        lines.append(f"{s.name[:30]:<30} {s.kind:<5} {s.copies:>6} {s.sets:>5} {s.tile:>4} {s.start:>10} "
+        lines.append(f"{s.name[:30]:<30} {s.kind:<5} {s.copies:>6} {s.idle:>4} {s.sets:>5} {s.tile:>4} {s.start:>10} "
                      f"{s.end:>10} {100 * s.busy:>5.1f}%  {bar(s.start, s.end)}")
     return "\n".join(lines)
 

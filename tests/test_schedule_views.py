@@ -107,3 +107,19 @@ def test_cli_refuses_html_for_graphs_and_listings(program, tmp_path, capsys):
     assert "--schedule" in capsys.readouterr().err
     assert main(["inspect", str(path), "--ir", "--format", "html"]) == 2
     assert "html is for --schedule" in capsys.readouterr().err
+
+
+def test_the_text_table_counts_the_copies_that_run_no_set():
+    """A copy no set runs on (left idle by the buffer fitting, or not needed) is counted in its
+    operator's row, as the report's idle_copies counts it."""
+    import dataclasses
+    import models
+    program = compile_model(models.residual_net(), "small", scheduler="clsa")
+    sched = program.schedule
+    assert program.report["copies"]["conv0"] > 2 and not program.report["idle_copies"]
+    tasks = [dataclasses.replace(t, copy=0) if t.node == "conv0" and t.copy == 1 else t for t in sched.tasks]
+    edited = dataclasses.replace(program, schedule=dataclasses.replace(sched, tasks=tasks))
+    spans = {s.name: s for s in schedule_views.operator_spans(edited)}
+    assert spans["conv0"].idle == 1 and all(s.idle == 0 for name, s in spans.items() if name != "conv0")
+    row = next(line for line in schedule_views.render_text(edited).splitlines() if line.startswith("conv0 "))
+    assert f" {spans['conv0'].copies:>6} {1:>4} {spans['conv0'].sets:>5} " in row

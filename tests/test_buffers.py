@@ -17,6 +17,7 @@ from cimc.targets import target_from_dict
 
 import models
 from conftest import compile_model, preset_dict, uniform
+from test_cross_layer import _graph
 
 SCHEDULERS = ("layer", "clsa", "cpsat")
 
@@ -143,7 +144,6 @@ def test_copies_a_tile_cannot_feed_at_once_are_left_idle():
     from cimc.passes.mapping import map_layers
     from cimc.passes.schedule.cost import CostModel
     from cimc.passes.schedule.problem import build_problem
-    from test_cross_layer import _graph
     data = preset_dict("small")
     data["chip"]["pes_per_tile"] = 40
     data["buffer"] = {"kib_per_tile": 2.0}
@@ -160,6 +160,35 @@ def test_copies_a_tile_cannot_feed_at_once_are_left_idle():
     solver = {"placement": "packed", "status": None, "bound": None, "work": None, "limit": None,
               "comparison": {"layer": schedule.makespan}}
     assert _schedule_report(problem, schedule, solver, target)["idle_copies"] == {"conv1": 8 - len(running)}
+
+
+@settings(max_examples=30, deadline=None)
+@given(kib=st.floats(1.0, 4.0), pes=st.sampled_from([16, 24, 32, 40, 48]), copies=st.integers(2, 8),
+       memory=st.booleans(), scheduler=st.sampled_from(["layer", "clsa"]))
+def test_many_copies_on_a_tile_fit_the_buffer_or_are_refused(kib, pes, copies, memory, scheduler):
+    """conv1 in 2 to 8 copies on tiles of 16 to 48 crossbars, buffers of 1 to 4 KiB, with or
+    without a global memory: the fitting (spilling, holding back, leaving copies idle) gives a
+    schedule the validator accepts, every layer still running, or refuses with what to change."""
+    from cimc.driver import _clsa, _layer
+    from cimc.passes.mapping import map_layers
+    from cimc.passes.schedule.cost import CostModel
+    from cimc.passes.schedule.problem import build_problem
+    data = preset_dict("small")
+    data["chip"]["pes_per_tile"] = pes
+    data["buffer"] = {"kib_per_tile": kib}
+    if not memory:
+        del data["memory"]
+    target = target_from_dict(data, "small-copies")
+    g = _graph(models.conv_chain_net(hw=16), target)
+    mapping = map_layers(g, target, copies={"conv1": copies})
+    problem = build_problem(g, mapping, CostModel(target, g, mapping))
+    try:
+        schedule = (_layer if scheduler == "layer" else _clsa)(problem)
+    except CapacityError as e:
+        assert "choose a larger [buffer] kib_per_tile" in str(e)
+        return
+    validate(schedule, g, mapping, target)
+    assert {t.node for t in schedule.tasks} == {t.node for opts in problem.options for t in opts}
 
 
 @settings(max_examples=12, deadline=None)
@@ -210,7 +239,6 @@ def _spread_problem(kib: float, builder: str = "residual_net"):
     from cimc.passes.schedule.cost import CostModel
     from cimc.passes.schedule.duplication import greedy_copies
     from cimc.passes.schedule.problem import build_problem
-    from test_cross_layer import _graph
     target = _chip(kib)
     g = _graph(getattr(models, builder)(), target)
     single = map_layers(g, target)
